@@ -1,0 +1,320 @@
+//! `config.toml`: what the operator writes, checked before anything starts.
+//!
+//! Relative paths are resolved against the directory of the configuration
+//! file, so a configuration means the same thing wherever the host is started.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eventhost_plugin_api::EventTypes;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub host: HostConfig,
+    pub plugins: Vec<PluginEntry>,
+}
+
+/// The `[host]` table.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the host keeps durable state (the event log).
+    pub data_dir: PathBuf,
+    /// Directories searched, in order, for plugins named without a `path`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// How long to wait for every plugin to report ready before going on.
+    pub startup_timeout: Duration,
+    /// How long a stopping plugin may go without progress before it is abandoned.
+    pub shutdown_timeout: Duration,
+    /// Default log filter (`RUST_LOG` overrides it).
+    pub log: String,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone)]
+pub struct PluginEntry {
+    /// Unique name of this plugin instance.
+    pub name: String,
+    /// Library name to look up in `plugin_dirs` (defaults to `name`).
+    pub library: String,
+    /// Explicit library file; skips the lookup.
+    pub path: Option<PathBuf>,
+    /// Whether a failure to load or start stops the host (default) or is only logged.
+    pub required: bool,
+    /// Narrows the events the plugin declares; `None` takes them all.
+    pub event_types: Option<EventTypes>,
+    /// Events held in memory for the plugin before it catches up from the event log.
+    pub queue_capacity: usize,
+    /// The plugin's own table, handed to it as JSON.
+    pub config: serde_json::Value,
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration {}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    plugins: Vec<RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHost {
+    data_dir: PathBuf,
+    plugin_dirs: Vec<PathBuf>,
+    startup_timeout_ms: u64,
+    shutdown_timeout_ms: u64,
+    log: String,
+}
+
+impl Default for RawHost {
+    fn default() -> Self {
+        RawHost {
+            data_dir: "data".into(),
+            plugin_dirs: vec!["plugins".into()],
+            startup_timeout_ms: 10_000,
+            shutdown_timeout_ms: 2_000,
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    library: Option<String>,
+    path: Option<PathBuf>,
+    #[serde(default = "yes")]
+    required: bool,
+    event_types: Option<RawEventTypes>,
+    queue_capacity: Option<usize>,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawEventTypes {
+    Bits(u32),
+    Text(String),
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks configuration text as if it had been read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: path.to_owned(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| fail(toml_error(&e)))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Absolute paths make every later message unambiguous.
+        let base = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        let base = base.as_path();
+        let host = HostConfig {
+            data_dir: base.join(&raw.host.data_dir),
+            plugin_dirs: raw.host.plugin_dirs.iter().map(|d| base.join(d)).collect(),
+            startup_timeout: Duration::from_millis(raw.host.startup_timeout_ms),
+            shutdown_timeout: Duration::from_millis(raw.host.shutdown_timeout_ms),
+            log: raw.host.log,
+        };
+        let mut plugins: Vec<PluginEntry> = Vec::with_capacity(raw.plugins.len());
+        for (i, p) in raw.plugins.into_iter().enumerate() {
+            let entry = i + 1;
+            if p.name.trim().is_empty() {
+                return Err(fail(format!("plugins entry #{entry}: `name` is empty")));
+            }
+            if let Some(first) = plugins.iter().position(|q| q.name == p.name) {
+                return Err(fail(format!(
+                    "plugin `{}` is configured twice (plugins entries #{} and #{entry}); give each entry a unique `name` (use `library` to load one library twice)",
+                    p.name,
+                    first + 1
+                )));
+            }
+            let event_types = match p.event_types {
+                None => None,
+                Some(raw) => Some(
+                    parse_event_types(raw)
+                        .map_err(|e| fail(format!("plugin `{}`: event_types: {e}", p.name)))?,
+                ),
+            };
+            if event_types.is_some_and(EventTypes::is_empty) {
+                return Err(fail(format!(
+                    "plugin `{}`: event_types is empty, so the plugin would receive nothing; remove the entry or name BLOCK_VALID and/or BLOCK_INVALID",
+                    p.name
+                )));
+            }
+            if p.queue_capacity == Some(0) {
+                return Err(fail(format!(
+                    "plugin `{}`: queue_capacity must be at least 1",
+                    p.name
+                )));
+            }
+            plugins.push(PluginEntry {
+                library: p.library.unwrap_or_else(|| p.name.clone()),
+                path: p.path.map(|f| base.join(f)),
+                required: p.required,
+                event_types,
+                queue_capacity: p.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY),
+                config: serde_json::to_value(&p.config).map_err(|e| {
+                    fail(format!(
+                        "plugin `{}`: config cannot be passed on: {e}",
+                        p.name
+                    ))
+                })?,
+                name: p.name,
+            });
+        }
+        Ok(Config {
+            source: path.to_owned(),
+            host,
+            plugins,
+        })
+    }
+}
+
+fn parse_event_types(raw: RawEventTypes) -> Result<EventTypes, String> {
+    match raw {
+        RawEventTypes::Bits(bits) => EventTypes::from_bits(bits).map_err(|unknown| {
+            format!("{bits} has unknown bits {unknown:#x} (1 = BLOCK_VALID, 2 = BLOCK_INVALID, 3 = both)")
+        }),
+        RawEventTypes::Text(text) => text.parse().map_err(|e| format!("{e}")),
+    }
+}
+
+/// toml's message, on one line, with the position first.
+fn toml_error(e: &toml::de::Error) -> String {
+    let message = e.message().trim_end_matches('\n');
+    match e.span() {
+        Some(span) => format!("at byte {}: {message}", span.start),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/eventhost/config.toml"))
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("[[plugins]]\nname = \"printer\"\n").unwrap();
+        assert_eq!(c.host.data_dir, Path::new("/etc/eventhost/data"));
+        assert_eq!(
+            c.host.plugin_dirs,
+            vec![PathBuf::from("/etc/eventhost/plugins")]
+        );
+        let p = &c.plugins[0];
+        assert_eq!(
+            (p.library.as_str(), p.required, p.event_types),
+            ("printer", true, None)
+        );
+        assert_eq!(p.config, serde_json::json!({}));
+    }
+
+    #[test]
+    fn plugin_entries_carry_their_table() {
+        let c = parse(
+            "[[plugins]]\nname = \"a\"\npath = \"lib/liba.so\"\nevent_types = \"BLOCK_VALID\"\nrequired = false\n[plugins.config]\nformat = \"json\"\nn = 3\n",
+        )
+        .unwrap();
+        let p = &c.plugins[0];
+        assert_eq!(
+            p.path.as_deref(),
+            Some(Path::new("/etc/eventhost/lib/liba.so"))
+        );
+        assert_eq!(
+            p.event_types,
+            Some(eventhost_plugin_api::BLOCK_VALID.into())
+        );
+        assert!(!p.required);
+        assert_eq!(p.config, serde_json::json!({"format": "json", "n": 3}));
+    }
+
+    #[test]
+    fn event_types_as_number_or_names() {
+        for (text, bits) in [("3", 3), ("\"1 | 2\"", 3), ("\"BLOCK_INVALID\"", 2)] {
+            let c = parse(&format!(
+                "[[plugins]]\nname = \"a\"\nevent_types = {text}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.plugins[0].event_types.unwrap().bits(), bits, "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("[host]\ncolour = 1\n", "unknown field `colour`"),
+            (
+                "[[plugins]]\nname = \"a\"\nrequierd = false\n",
+                "unknown field `requierd`",
+            ),
+            (
+                "[[plugins]]\nname = \"a\"\n[[plugins]]\nname = \"a\"\n",
+                "configured twice",
+            ),
+            (
+                "[[plugins]]\nname = \"a\"\nevent_types = 4\n",
+                "unknown bits",
+            ),
+            (
+                "[[plugins]]\nname = \"a\"\nevent_types = \"BLOCK_SOON\"\n",
+                "BLOCK_SOON",
+            ),
+            (
+                "[[plugins]]\nname = \"a\"\nevent_types = 0\n",
+                "receive nothing",
+            ),
+            ("[[plugins]]\nname = \"\"\n", "`name` is empty"),
+            ("[[plugins]\nname = \"a\"\n", "at byte"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?} gave {err:?}");
+            assert!(err.contains("/etc/eventhost/config.toml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Publishes each event once to every plugin that subscribed to its type.
+//!
+//! Every plugin has its own bounded in-memory queue holding shared
+//! references to the one published event. Publishing never waits: when a
+//! plugin's queue is full, the exchange stops filling it and remembers the
+//! first event that did not fit. Once the plugin has drained its queue it
+//! reads the missed events from the event log, and when it has caught up the
+//! exchange fills its queue again. The switch back happens under the publish
+//! lock, so there is no gap and no duplicate at the seam. A plugin that never
+//! reads costs one full queue of shared references and nothing else.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::RArc;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use eventhost_plugin_api::ffi::{HostQueue, Received};
+use eventhost_plugin_api::{Event, EventTypes, SharedEvent};
+
+use crate::store::Store;
+
+/// Events read from the log per catch-up step: large enough to amortize a
+/// read transaction, small enough to bound the memory of a catching-up plugin.
+const CATCH_UP_BATCH: usize = 256;
+
+pub struct Exchange {
+    store: Arc<Store>,
+    /// The publish lock: held while an event is handed out, and while a
+    /// catching-up plugin switches back to its live queue.
+    subscribers: Mutex<Vec<Subscriber>>,
+    /// The newest published sequence number.
+    head: AtomicU64,
+}
+
+struct Subscriber {
+    plugin: String,
+    mask: EventTypes,
+    capacity: usize,
+    tx: Sender<SharedEvent>,
+    progress: Arc<Progress>,
+}
+
+/// How far one subscriber got; shared between the exchange and its queue.
+#[derive(Default)]
+pub struct Progress {
+    /// 0 while the subscriber's queue is live; otherwise the first event
+    /// that did not fit and must come from the log.
+    behind_from: AtomicU64,
+    /// The sequence number of the last event handed to the subscriber.
+    delivered: AtomicU64,
+}
+
+impl Progress {
+    /// The sequence number of the last event handed to the subscriber.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+}
+
+impl Exchange {
+    /// An exchange whose history is the store's event log.
+    pub fn new(store: Arc<Store>) -> Result<Arc<Exchange>, crate::store::StoreError> {
+        let head = store.last_seq()?;
+        Ok(Arc::new(Exchange {
+            store,
+            subscribers: Mutex::new(Vec::new()),
+            head: AtomicU64::new(head),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Subscriber>> {
+        // Nothing panics while holding the lock; recover rather than cascade if it ever did.
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest published sequence number.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// A queue that receives every event of the `mask` types published from now on.
+    pub fn subscribe(self: &Arc<Self>, plugin: &str, mask: EventTypes, capacity: usize) -> Queue {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let progress = Arc::new(Progress::default());
+        let mut subscribers = self.lock();
+        progress
+            .delivered
+            .store(self.head.load(Ordering::Acquire), Ordering::Release);
+        subscribers.push(Subscriber {
+            plugin: plugin.to_owned(),
+            mask,
+            capacity,
+            tx,
+            progress: progress.clone(),
+        });
+        Queue {
+            exchange: self.clone(),
+            rx,
+            mask,
+            progress,
+            backlog: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Hands an event, already written to the event log, to its subscribers.
+    pub fn publish(&self, event: Event) {
+        let event_type = event.event_type;
+        let seq = event.seq;
+        let event = RArc::new(event);
+        let mut subscribers = self.lock();
+        debug_assert!(
+            seq > self.head.load(Ordering::Relaxed),
+            "events published out of order"
+        );
+        self.head.store(seq, Ordering::Release);
+        subscribers.retain(|s| {
+            if !s.mask.contains(event_type) || s.progress.behind_from.load(Ordering::Acquire) != 0 {
+                return true;
+            }
+            match s.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    s.progress.behind_from.store(seq, Ordering::Release);
+                    tracing::warn!(
+                        plugin = %s.plugin,
+                        "plugin fell behind: its queue of {} events is full at event {seq}; it will catch up from the event log",
+                        s.capacity
+                    );
+                    true
+                }
+                // The plugin's run returned and dropped its queue.
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+
+    /// Ends every queue once the subscriber has received what was published.
+    pub fn close(&self) {
+        self.lock().clear();
+    }
+}
+
+/// One plugin's queue, handed to the plugin as its `HostQueue`.
+pub struct Queue {
+    exchange: Arc<Exchange>,
+    rx: Receiver<SharedEvent>,
+    mask: EventTypes,
+    progress: Arc<Progress>,
+    /// Events read from the log while catching up. Only the plugin's thread
+    /// receives, so the lock is never contended.
+    backlog: Mutex<VecDeque<SharedEvent>>,
+}
+
+impl Queue {
+    /// How far the plugin got, for status and shutdown.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    fn deliver(&self, event: SharedEvent) -> Received {
+        self.progress.delivered.store(event.seq, Ordering::Release);
+        Received::Event(event)
+    }
+
+    /// Reads the next batch of missed events from the log; when that reaches
+    /// the head, switches the subscriber back to its live queue.
+    fn catch_up(&self, from: u64) {
+        let events = match self.exchange.store.read(from, CATCH_UP_BATCH) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!("cannot read missed events from the event log: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+        };
+        let mut next = from;
+        {
+            let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+            for event in events {
+                next = event.seq + 1;
+                if self.mask.contains(event.event_type) {
+                    backlog.push_back(RArc::new(event));
+                }
+            }
+        }
+        let _publishing = self.exchange.lock();
+        let caught_up = next > self.exchange.head.load(Ordering::Acquire);
+        let resume_at = if caught_up { 0 } else { next };
+        self.progress
+            .behind_from
+            .store(resume_at, Ordering::Release);
+    }
+
+    fn next(&self, deadline: Option<Instant>) -> Received {
+        loop {
+            let backlogged = self
+                .backlog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            if let Some(event) = backlogged {
+                return self.deliver(event);
+            }
+            match self.rx.try_recv() {
+                Ok(event) => return self.deliver(event),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+            }
+            // The live queue is empty: only now may missed events follow.
+            let behind_from = self.progress.behind_from.load(Ordering::Acquire);
+            if behind_from != 0 {
+                self.catch_up(behind_from);
+                continue;
+            }
+            let received = match deadline {
+                Some(deadline) => self.rx.recv_deadline(deadline),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(event) => return self.deliver(event),
+                Err(RecvTimeoutError::Timeout) => return Received::Timeout,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.progress.behind_from.load(Ordering::Acquire) == 0 {
+                        return Received::Closed;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl HostQueue for Queue {
+    fn recv(&self, timeout_ms: u64) -> Received {
+        let deadline = (timeout_ms != u64::MAX)
+            .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
+            .flatten();
+        self.next(deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::RVec;
+    use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, EventType};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<Store>,
+        exchange: Arc<Exchange>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let exchange = Exchange::new(store.clone()).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            exchange,
+        }
+    }
+
+    impl Fixture {
+        fn publish(&self, event_type: EventType, height: u64) {
+            let mut batch = [Event {
+                event_type,
+                seq: 0,
+                height,
+                block_hash: "h".into(),
+                timestamp_ms: 0,
+                transactions: RVec::new(),
+                rejections: RVec::new(),
+            }];
+            self.store.append(&mut batch).unwrap();
+            let [event] = batch;
+            self.exchange.publish(event);
+        }
+    }
+
+    fn drain(queue: &Queue) -> Vec<(EventType, u64)> {
+        let mut got = Vec::new();
+        loop {
+            match queue.recv(0) {
+                Received::Event(e) => got.push((e.event_type, e.seq)),
+                Received::Timeout | Received::Closed => return got,
+            }
+        }
+    }
+
+    #[test]
+    fn each_subscriber_gets_its_types_in_order_sharing_one_event() {
+        let f = fixture();
+        let valid = f.exchange.subscribe("v", BLOCK_VALID.into(), 8);
+        let both = f.exchange.subscribe("b", BLOCK_VALID | BLOCK_INVALID, 8);
+        f.publish(BLOCK_VALID, 1);
+        f.publish(BLOCK_INVALID, 2);
+        f.publish(BLOCK_VALID, 2);
+        let (Received::Event(a), Received::Event(b)) = (valid.recv(0), both.recv(0)) else {
+            panic!("no event");
+        };
+        assert!(
+            std::ptr::eq(&*a, &*b),
+            "the event was copied per subscriber"
+        );
+        assert_eq!(drain(&valid), [(BLOCK_VALID, 3)]);
+        assert_eq!(drain(&both), [(BLOCK_INVALID, 2), (BLOCK_VALID, 3)]);
+    }
+
+    #[test]
+    fn a_full_queue_catches_up_from_the_log_without_gap_or_duplicate() {
+        let f = fixture();
+        let slow = f.exchange.subscribe("slow", BLOCK_VALID.into(), 4);
+        for h in 1..=1000 {
+            f.publish(
+                if h % 10 == 0 {
+                    BLOCK_INVALID
+                } else {
+                    BLOCK_VALID
+                },
+                h,
+            );
+        }
+        // Half way through catching up, publishing goes on.
+        let mut got: Vec<u64> = (0..450)
+            .map(|_| match slow.recv(0) {
+                Received::Event(e) => e.seq,
+                _ => panic!("queue ended early"),
+            })
+            .collect();
+        for h in 1001..=1100 {
+            f.publish(BLOCK_VALID, h);
+        }
+        got.extend(drain(&slow).into_iter().map(|(_, seq)| seq));
+        let expected: Vec<u64> = (1..=1100).filter(|s| s % 10 != 0 || *s > 1000).collect();
+        assert_eq!(got, expected);
+        assert_eq!(slow.progress().delivered(), 1100);
+    }
+
+    #[test]
+    fn close_ends_queues_after_what_was_published() {
+        let f = fixture();
+        let q = f.exchange.subscribe("p", BLOCK_VALID.into(), 2);
+        for h in 1..=5 {
+            f.publish(BLOCK_VALID, h);
+        }
+        f.exchange.close();
+        assert_eq!(drain(&q).len(), 5);
+        assert!(matches!(q.recv(u64::MAX), Received::Closed));
+    }
+
+    #[test]
+    fn a_dropped_queue_is_forgotten() {
+        let f = fixture();
+        drop(f.exchange.subscribe("gone", BLOCK_VALID.into(), 1));
+        f.publish(BLOCK_VALID, 1);
+        assert!(f.exchange.lock().is_empty());
+    }
+}

@@ -1,0 +1,322 @@
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use eventhost::config::Config;
+use eventhost::host::{self, Host, STORE_FILE, StartError};
+use eventhost::plugin_manager::{self, library_file_name};
+use eventhost::replay;
+use tracing_subscriber::EnvFilter;
+
+/// A plugin host for ledger node events.
+///
+/// eventhost publishes BLOCK_VALID (1) and BLOCK_INVALID (2) events to the
+/// plugins listed in its configuration file. Each plugin is a shared library
+/// built against the eventhost-plugin-api crate; it runs on its own thread
+/// and consumes the events it subscribed to from its own queue.
+///
+/// Exit status: 0 success; 1 runtime failure; 2 bad command line,
+/// configuration or input file; 3 a required plugin failed to load or start.
+#[derive(Parser)]
+#[command(version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Configuration file; relative paths inside it are resolved from its directory.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "EVENTHOST_CONFIG",
+        default_value = "config.toml"
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host with the configured plugins until SIGINT or SIGTERM.
+    ///
+    /// On a signal the host stops publishing, lets every plugin drain its
+    /// queue, and tells it to stop (its queue ends). A plugin that makes no
+    /// progress for `shutdown_timeout_ms` is abandoned.
+    Run,
+    /// Publish the events of a JSON-lines file to the configured plugins, then stop.
+    ///
+    /// Each line is one event as the printer plugin writes it with
+    /// format = "json": {"type": "BLOCK_VALID", "height": 1, "hash": "...",
+    /// "transactions": [...]}. The whole file is checked before anything is
+    /// published. The events go to a temporary event log, not the data directory.
+    Replay {
+        /// The JSON-lines file.
+        file: PathBuf,
+        /// Publish at most this many events per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Load and check every configured plugin without running it, and print a table.
+    ///
+    /// Exits with status 3 if any plugin fails its checks, 2 if the
+    /// configuration itself is invalid.
+    CheckConfig {
+        /// Configuration file to check (default: the --config file).
+        file: Option<PathBuf>,
+    },
+    /// List the configured plugins and the library file each resolves to.
+    Plugins,
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_INPUT: u8 = 2;
+const EXIT_PLUGIN: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = match &cli.command {
+        Command::CheckConfig { file: Some(file) } => file.clone(),
+        _ => cli.config.clone(),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    init_logging(&config.host.log);
+    match cli.command {
+        Command::Run => run(&config),
+        Command::Replay { file, rate } => replay(&config, &file, rate),
+        Command::CheckConfig { .. } => check_config(&config),
+        Command::Plugins => list_plugins(&config),
+    }
+}
+
+fn init_logging(default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|e| {
+            eprintln!("warning: log filter `{default_filter}` is invalid ({e}); using `info`");
+            EnvFilter::new("info")
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn start(config: &Config, store: &Path) -> Result<Host, ExitCode> {
+    Host::start(config, store).map_err(|e| {
+        for line in e.to_string().lines() {
+            tracing::error!("{line}");
+        }
+        ExitCode::from(match e {
+            StartError::Load(_) | StartError::PluginFailed { .. } => EXIT_PLUGIN,
+            StartError::Store(_) => EXIT_RUNTIME,
+        })
+    })
+}
+
+fn run(config: &Config) -> ExitCode {
+    let host = match start(config, &config.host.data_dir.join(STORE_FILE)) {
+        Ok(host) => host,
+        Err(code) => return code,
+    };
+    tracing::info!(
+        plugins = host.plugins().len(),
+        "eventhost running; stop it with Ctrl-C or SIGTERM"
+    );
+    match wait_for_signal() {
+        Ok(signal) => tracing::info!("{signal} received"),
+        Err(e) => tracing::error!("cannot wait for signals: {e}; stopping"),
+    }
+    host.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
+    if rate.is_some_and(|r| !(r > 0.0)) {
+        eprintln!("error: --rate must be a positive number of events per second");
+        return ExitCode::from(EXIT_INPUT);
+    }
+    let total = match replay::check(file) {
+        Ok(total) => total,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let log_dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::error!("cannot create a temporary directory for the replay's event log: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let host = match start(config, &log_dir.path().join(STORE_FILE)) {
+        Ok(host) => host,
+        Err(code) => return code,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher_stop = stop.clone();
+    std::thread::spawn(move || {
+        if let Ok(signal) = wait_for_signal() {
+            tracing::info!("{signal} received; stopping the replay");
+            watcher_stop.store(true, Ordering::Relaxed);
+        }
+    });
+    let outcome = replay::publish(&host, file, total, rate, &stop);
+    let code = match outcome {
+        Ok(published) => {
+            tracing::info!(
+                "replay: published {published} of {total} events; waiting for plugins to finish"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    };
+    let head = host.head();
+    for p in host.plugins() {
+        tracing::debug!(plugin = %p.name(), "received up to event {} of {head}", p.delivered());
+    }
+    host.shutdown();
+    code
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    let (loaded, failed) = host::load_plugins(config);
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "STATUS".into(),
+        "API".into(),
+        "EVENTS".into(),
+        "FILE".into(),
+    ]];
+    for entry in &config.plugins {
+        if let Some(p) = loaded.iter().find(|p| p.entry.name == entry.name) {
+            rows.push([
+                entry.name.clone(),
+                "ok".into(),
+                p.api_version.to_string(),
+                p.event_types.to_string(),
+                p.file.display().to_string(),
+            ]);
+        } else if let Some(e) = failed.iter().find(|e| e.plugin == entry.name) {
+            let status = if entry.required {
+                "error"
+            } else {
+                "error (optional)"
+            };
+            rows.push([
+                entry.name.clone(),
+                status.into(),
+                "-".into(),
+                "-".into(),
+                e.file
+                    .as_ref()
+                    .map_or("-".into(), |f| f.display().to_string()),
+            ]);
+        }
+    }
+    print_table(&rows);
+    for e in &failed {
+        println!("error: {e}");
+    }
+    println!(
+        "{}: {} plugin(s) ok, {} failed",
+        config.source.display(),
+        loaded.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PLUGIN)
+    }
+}
+
+fn list_plugins(config: &Config) -> ExitCode {
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "REQUIRED".into(),
+        "EVENTS".into(),
+        "LIBRARY".into(),
+        "RESOLVES TO".into(),
+    ]];
+    for entry in &config.plugins {
+        let resolved = match plugin_manager::resolve(entry, &config.host.plugin_dirs) {
+            Ok(file) => file.display().to_string(),
+            Err(_) => format!(
+                "not found ({} not in plugin_dirs)",
+                library_file_name(&entry.library)
+            ),
+        };
+        rows.push([
+            entry.name.clone(),
+            if entry.required { "yes" } else { "no" }.into(),
+            entry
+                .event_types
+                .map_or("as declared".into(), |t| t.to_string()),
+            entry
+                .path
+                .as_ref()
+                .map_or(entry.library.clone(), |p| p.display().to_string()),
+            resolved,
+        ]);
+    }
+    print_table(&rows);
+    let dirs: Vec<String> = config
+        .host
+        .plugin_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    println!("plugin_dirs: {}", dirs.join(", "));
+    ExitCode::SUCCESS
+}
+
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+fn wait_for_signal() -> std::io::Result<&'static str> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+                _ = term.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+        }
+    })
+}

@@ -1,0 +1,128 @@
+//! `eventhost replay`: publishes the events of a JSON-lines file.
+//!
+//! Each line is an event in the form the printer plugin writes with
+//! `format = "json"` (see `eventhost_plugin_api::Event::to_json`), so a
+//! recording can be played back to other plugins. Sequence numbers in the
+//! file are ignored: the host numbers events as it publishes them.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eventhost_plugin_api::Event;
+
+use crate::host::Host;
+
+/// Events written to the log per transaction.
+const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} line {line}: not an event: {message}")]
+    BadLine {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Checks every line of the file, so that a bad line is reported before any
+/// event is published, and returns the number of events.
+pub fn check(path: &Path) -> Result<usize, ReplayError> {
+    let mut count = 0;
+    for_each_event(path, |_| {
+        count += 1;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(count)
+}
+
+/// Publishes every event of the file through `host`, at most `rate` per
+/// second if given, logging progress every second. Stops early when `stop`
+/// is set, and returns how many events were published.
+pub fn publish(
+    host: &Host,
+    path: &Path,
+    total: usize,
+    rate: Option<f64>,
+    stop: &AtomicBool,
+) -> Result<usize, ReplayError> {
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut published = 0usize;
+    let mut batch = Vec::with_capacity(BATCH);
+    let batch_size = rate.map_or(BATCH, |r| (r as usize).clamp(1, BATCH));
+    for_each_event(path, |mut event| {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(ControlFlow::Break(()));
+        }
+        if event.timestamp_ms == 0 {
+            event.timestamp_ms = now_ms();
+        }
+        batch.push(event);
+        if batch.len() >= batch_size {
+            published += batch.len();
+            host.publish(std::mem::take(&mut batch))?;
+            if let Some(rate) = rate {
+                let due = started + Duration::from_secs_f64(published as f64 / rate);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let per_sec = published as f64 / started.elapsed().as_secs_f64();
+            tracing::info!("replay: published {published} of {total} events ({per_sec:.0}/s)");
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if !batch.is_empty() && !stop.load(Ordering::Relaxed) {
+        published += batch.len();
+        host.publish(batch)?;
+    }
+    Ok(published)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Calls `f` with each event of the file until it breaks.
+fn for_each_event(
+    path: &Path,
+    mut f: impl FnMut(Event) -> Result<ControlFlow<()>, ReplayError>,
+) -> Result<(), ReplayError> {
+    let file = path.display().to_string();
+    let io = |source| ReplayError::Io {
+        file: file.clone(),
+        source,
+    };
+    let reader = BufReader::new(File::open(path).map_err(io)?);
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = Event::from_json(&line).map_err(|message| ReplayError::BadLine {
+            file: file.clone(),
+            line: i + 1,
+            message,
+        })?;
+        if f(event)?.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Durable state in one redb file under the data directory.
+//!
+//! Today it holds the event log: every published event under its sequence
+//! number, written before any plugin sees it, so a plugin that falls behind
+//! (or a later reader) gets every event back in order.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::{RString, RVec};
+use eventhost_plugin_api::{Event, EventType, Rejection};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// seq -> the event, encoded as a one-byte format tag followed by postcard.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const RECORD_V1: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("store {path}: event {seq} is unreadable: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        seq: u64,
+        reason: String,
+    },
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    event_type: u32,
+    height: u64,
+    block_hash: &'a str,
+    timestamp_ms: u64,
+    transactions: Vec<&'a str>,
+    rejections: Vec<(&'a str, &'a str)>,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    event_type: u32,
+    height: u64,
+    block_hash: String,
+    timestamp_ms: u64,
+    transactions: Vec<String>,
+    rejections: Vec<(String, String)>,
+}
+
+impl Store {
+    /// Opens the store file, creating it (and its directory) if needed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db_err = |source: redb::Error| StoreError::Db {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| db_err(redb::Error::Io(e)))?;
+        }
+        let db = Database::create(path).map_err(|e| db_err(e.into()))?;
+        // Create the tables up front so readers never meet a missing table.
+        let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
+        txn.open_table(EVENTS).map_err(|e| db_err(e.into()))?;
+        txn.commit().map_err(|e| db_err(e.into()))?;
+        Ok(Store {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, source: impl Into<redb::Error>) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// The sequence number of the newest event, 0 if there is none.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
+        let last = table.last().map_err(|e| self.err(e))?;
+        Ok(last.map_or(0, |(k, _)| k.value()))
+    }
+
+    /// Numbers the events after the newest one and writes them durably in
+    /// one transaction; on return their `seq` fields are set.
+    pub fn append(&self, events: &mut [Event]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
+            let mut seq = table
+                .last()
+                .map_err(|e| self.err(e))?
+                .map_or(0, |(k, _)| k.value());
+            let mut buf = Vec::new();
+            for event in events.iter_mut() {
+                seq += 1;
+                event.seq = seq;
+                encode(event, &mut buf);
+                table.insert(seq, buf.as_slice()).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Up to `max` events with `seq >= from`, in order.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
+        let mut events = Vec::new();
+        for entry in table.range(from..).map_err(|e| self.err(e))?.take(max) {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let seq = k.value();
+            let event = decode(seq, v.value()).map_err(|reason| StoreError::Corrupt {
+                path: self.path.clone(),
+                seq,
+                reason,
+            })?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+}
+
+fn encode(event: &Event, buf: &mut Vec<u8>) {
+    let record = RecordRef {
+        event_type: event.event_type.id(),
+        height: event.height,
+        block_hash: &event.block_hash,
+        timestamp_ms: event.timestamp_ms,
+        transactions: event.transactions.iter().map(RString::as_str).collect(),
+        rejections: event
+            .rejections
+            .iter()
+            .map(|r| (r.transaction_id.as_str(), r.reason.as_str()))
+            .collect(),
+    };
+    buf.clear();
+    buf.push(RECORD_V1);
+    // Encoding plain strings and integers into a Vec cannot fail.
+    let encoded = postcard::to_extend(&record, std::mem::take(buf)).unwrap_or_default();
+    *buf = encoded;
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Result<Event, String> {
+    let (tag, body) = bytes.split_first().ok_or("empty record")?;
+    if *tag != RECORD_V1 {
+        return Err(format!("unknown record format {tag}"));
+    }
+    let r: Record = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    let event_type = EventType::from_id(r.event_type)
+        .ok_or_else(|| format!("unknown event type {}", r.event_type))?;
+    Ok(Event {
+        event_type,
+        seq,
+        height: r.height,
+        block_hash: r.block_hash.into(),
+        timestamp_ms: r.timestamp_ms,
+        transactions: r
+            .transactions
+            .into_iter()
+            .map(RString::from)
+            .collect::<RVec<_>>(),
+        rejections: r
+            .rejections
+            .into_iter()
+            .map(|(id, reason)| Rejection {
+                transaction_id: id.into(),
+                reason: reason.into(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID};
+
+    fn event(height: u64, invalid: bool) -> Event {
+        Event {
+            event_type: if invalid { BLOCK_INVALID } else { BLOCK_VALID },
+            seq: 0,
+            height,
+            block_hash: format!("hash{height}").into(),
+            timestamp_ms: 1000 + height,
+            transactions: vec![RString::from(format!("{{\"h\":{height}}}"))].into(),
+            rejections: if invalid {
+                vec![Rejection {
+                    transaction_id: "t".into(),
+                    reason: "r".into(),
+                }]
+                .into()
+            } else {
+                RVec::new()
+            },
+        }
+    }
+
+    #[test]
+    fn appends_numbers_and_reads_back_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/store.redb");
+        let mut batch = vec![event(1, false), event(1, true), event(2, false)];
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.last_seq().unwrap(), 0);
+            store.append(&mut batch).unwrap();
+            assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 3);
+        assert_eq!(store.read(1, 10).unwrap(), batch);
+        assert_eq!(store.read(2, 1).unwrap(), batch[1..2]);
+        let mut more = vec![event(3, false)];
+        store.append(&mut more).unwrap();
+        assert_eq!(more[0].seq, 4);
+        assert!(store.read(5, 10).unwrap().is_empty());
+    }
+}
