@@ -55,7 +55,7 @@ enum Command {
         /// The JSON-lines file.
         file: PathBuf,
         /// Publish at most this many events per second.
-        #[arg(long)]
+        #[arg(long, value_parser = positive_rate)]
         rate: Option<f64>,
     },
     /// Load and check every configured plugin without running it, and print a table.
@@ -68,6 +68,15 @@ enum Command {
     },
     /// List the configured plugins and the library file each resolves to.
     Plugins,
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of events per second"
+        )),
+    }
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -140,10 +149,6 @@ fn run(config: &Config) -> ExitCode {
 }
 
 fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
-    if rate.is_some_and(|r| !(r > 0.0)) {
-        eprintln!("error: --rate must be a positive number of events per second");
-        return ExitCode::from(EXIT_INPUT);
-    }
     let total = match replay::check(file) {
         Ok(total) => total,
         Err(e) => {

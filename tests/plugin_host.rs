@@ -1,0 +1,489 @@
+//! The plugin host, end to end: the real eventhost binary loading real
+//! plugin libraries, driven through its command line.
+
+use std::time::Duration;
+
+use support::{
+    ExternalPlugin, Sandbox, Value, build_dir, build_external, changed_plugin_api, plugin_lib,
+    read_jsonl, repo_root,
+};
+
+fn seqs_and_types(events: &[Value]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn expected(count: u64, invalid_every: u64, types: &[&str]) -> Vec<(u64, String)> {
+    (1..=count)
+        .map(|h| {
+            let t = if h % invalid_every == 0 {
+                "BLOCK_INVALID"
+            } else {
+                "BLOCK_VALID"
+            };
+            (h, t.to_owned())
+        })
+        .filter(|(_, t)| types.contains(&t.as_str()))
+        .collect()
+}
+
+#[test]
+fn each_plugin_receives_exactly_the_events_it_subscribed_to_in_order() {
+    let s = Sandbox::new();
+    s.config(&format!(
+        r#"
+[[plugins]]
+name = "printer"
+[plugins.config]
+format = "json"
+output = {all:?}
+
+[[plugins]]
+name = "valid"
+library = "fixture_valid_only"
+[plugins.config]
+output = {valid:?}
+"#,
+        all = s.path("all.jsonl"),
+        valid = s.path("valid.jsonl"),
+    ));
+    let events = s.events(300, 7);
+    let run = s.run(&["replay", events.to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+
+    let all = read_jsonl(&s.path("all.jsonl"));
+    assert_eq!(
+        seqs_and_types(&all),
+        expected(300, 7, &["BLOCK_VALID", "BLOCK_INVALID"])
+    );
+    assert_eq!(all[6]["rejections"][0]["reason"], "double spend");
+    assert_eq!(all[0]["transactions"][0]["id"], "tx1");
+    let valid = read_jsonl(&s.path("valid.jsonl"));
+    assert_eq!(seqs_and_types(&valid), expected(300, 7, &["BLOCK_VALID"]));
+}
+
+#[test]
+fn configuration_can_narrow_what_a_plugin_declares() {
+    let s = Sandbox::new();
+    s.config(&format!(
+        "[[plugins]]\nname = \"printer\"\nevent_types = \"BLOCK_INVALID\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n",
+        s.path("invalid.jsonl")
+    ));
+    let run = s.run(&["replay", s.events(50, 5).to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    let got = read_jsonl(&s.path("invalid.jsonl"));
+    assert_eq!(seqs_and_types(&got), expected(50, 5, &["BLOCK_INVALID"]));
+}
+
+/// The `src/lib.rs` of the plugin author's guide in the README, verbatim.
+fn readme_guide_plugin() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let after = readme
+        .split_once("<!-- plugin-guide: src/lib.rs")
+        .expect("README marks the guide's src/lib.rs")
+        .1;
+    let block = after
+        .split_once("```rust\n")
+        .unwrap()
+        .1
+        .split_once("```")
+        .unwrap()
+        .0;
+    // The block is indented as part of a list item.
+    block
+        .lines()
+        .map(|l| l.strip_prefix("   ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
+    let source = readme_guide_plugin();
+    assert!(
+        source.lines().count() <= 16,
+        "the guide's plugin grew:\n{source}"
+    );
+    let lib = &build_external(&[ExternalPlugin {
+        name: "hello",
+        source: &source,
+        api: repo_root().join("plugin-api"),
+    }])[0];
+    let s = Sandbox::new();
+    s.config(&format!("[[plugins]]\nname = \"hello\"\npath = {lib:?}\n"));
+    let check = s.run(&["check-config"]);
+    assert_eq!(check.code(), Some(0), "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stdout.contains("hello") && check.stdout.contains("1.0.0"),
+        "{}",
+        check.stdout
+    );
+
+    let blocks = repo_root().join("tests/fixtures/blocks.jsonl");
+    let run = s.run(&["replay", blocks.to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "hello: BLOCK_VALID at height 1 with 1 transactions",
+            "hello: BLOCK_VALID at height 2 with 2 transactions",
+            "hello: BLOCK_INVALID at height 3 with 1 transactions",
+            "hello: BLOCK_VALID at height 3 with 3 transactions",
+        ]
+    );
+}
+
+/// Runs check-config and run on `plugins`, expecting exit 3 and `message`
+/// on one line in both.
+fn assert_load_error(plugins: &str, message: &str) {
+    let s = Sandbox::new();
+    s.config(plugins);
+    let check = s.run(&["check-config"]);
+    assert_eq!(check.code(), Some(3), "{}{}", check.stdout, check.stderr);
+    let line = check
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("error: plugin `"))
+        .unwrap_or_else(|| panic!("no error line in:\n{}", check.stdout));
+    assert!(line.contains(message), "{line:?} lacks {message:?}");
+    assert!(
+        check.stdout.lines().count() < 10,
+        "verbose output:\n{}",
+        check.stdout
+    );
+    check.assert_no_host_panic();
+
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains(message), "{}", run.stderr);
+    run.assert_no_host_panic();
+}
+
+#[test]
+fn a_missing_library_names_where_it_was_looked_for() {
+    let looked_in = build_dir().join(format!(
+        "{}ghost{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert_load_error(
+        "[[plugins]]\nname = \"ghost\"\n",
+        &format!(
+            "plugin `ghost`: library not found; looked for {}",
+            looked_in.display()
+        ),
+    );
+    assert_load_error(
+        "[[plugins]]\nname = \"ghost\"\npath = \"/nonexistent/libghost.so\"\n",
+        "plugin `ghost` (/nonexistent/libghost.so): file does not exist",
+    );
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_named_as_such() {
+    assert_load_error(
+        &format!(
+            "[[plugins]]\nname = \"imposter\"\npath = {:?}\n",
+            plugin_lib("fixture_not_a_plugin")
+        ),
+        "not an eventhost plugin (it exports no plugin root module)",
+    );
+    let s = Sandbox::new();
+    let junk = s.write("libjunk.so", "this is text, not a library\n");
+    assert_load_error(
+        &format!("[[plugins]]\nname = \"junk\"\npath = {junk:?}\n"),
+        "not a loadable shared library",
+    );
+}
+
+#[test]
+fn a_configured_mask_outside_the_declared_one_is_refused() {
+    assert_load_error(
+        "[[plugins]]\nname = \"valid\"\nlibrary = \"fixture_valid_only\"\nevent_types = \"BLOCK_INVALID\"\n[plugins.config]\noutput = \"x\"\n",
+        "event_types = \"BLOCK_INVALID\" in the configuration asks for events the plugin does not declare (it declares BLOCK_VALID)",
+    );
+}
+
+#[test]
+fn plugins_built_against_a_changed_plugin_api_are_refused() {
+    let bump = |version: &'static str| {
+        changed_plugin_api(move |file, text| {
+            if file == "Cargo.toml" {
+                text.replacen(
+                    "version = \"1.0.0\"",
+                    &format!("version = \"{version}\""),
+                    1,
+                )
+            } else {
+                text
+            }
+        })
+    };
+    let major = bump("2.0.0");
+    let minor = bump("1.1.0");
+    // Same version number, different types: what a hand-edited plugin-api produces.
+    let edited = changed_plugin_api(|file, text| match file {
+        "src/event.rs" => text.replacen(
+            "    pub timestamp_ms: u64,\n",
+            "    pub timestamp_ms: u64,\n    pub extra: u64,\n",
+            1,
+        ),
+        "src/json.rs" => text.replacen(
+            "timestamp_ms: raw.timestamp_ms,",
+            "timestamp_ms: raw.timestamp_ms, extra: 0,",
+            1,
+        ),
+        _ => text,
+    });
+    let source = "use eventhost_plugin_api::prelude::*;\nfn run(_: Context, _: Events) -> Result<(), String> { Ok(()) }\nexport_plugin! { name: \"changed\", event_types: BLOCK_VALID, run: run }\n";
+    let mut libs = Vec::new();
+    for api in [&major, &minor, &edited] {
+        libs.extend(build_external(&[ExternalPlugin {
+            name: "changed",
+            source,
+            api: api.path().to_owned(),
+        }]));
+        // Each build overwrites the last: keep a copy.
+        let copy = api.path().join("libchanged.so");
+        std::fs::copy(libs.last().unwrap(), &copy).unwrap();
+        *libs.last_mut().unwrap() = copy;
+    }
+    let entry =
+        |lib: &std::path::Path| format!("[[plugins]]\nname = \"changed\"\npath = {lib:?}\n");
+    assert_load_error(
+        &entry(&libs[0]),
+        "built against plugin-api 2.0.0, but this host (plugin-api 1.0.0) accepts plugin-api 1.0 through 1.0",
+    );
+    assert_load_error(
+        &entry(&libs[1]),
+        "built against plugin-api 1.1.0, but this host (plugin-api 1.0.0) accepts plugin-api 1.0 through 1.0",
+    );
+    assert_load_error(
+        &entry(&libs[2]),
+        "built against plugin-api 1.0.0, but its plugin-api types differ from this host's",
+    );
+}
+
+#[test]
+fn a_plugin_declaring_no_events_is_refused() {
+    let lib = &build_external(&[ExternalPlugin {
+        name: "deaf",
+        source: "use eventhost_plugin_api::prelude::*;\nfn run(_: Context, _: Events) -> Result<(), String> { Ok(()) }\nexport_plugin! { name: \"deaf\", event_types: EventTypes::NONE, run: run }\n",
+        api: repo_root().join("plugin-api"),
+    }])[0];
+    assert_load_error(
+        &format!("[[plugins]]\nname = \"deaf\"\npath = {lib:?}\n"),
+        "declares event_types 0x0, which is not a non-empty combination",
+    );
+}
+
+#[test]
+fn malformed_configuration_is_refused_with_its_location() {
+    let cases = [
+        ("[[plugins]\nname = \"x\"\n", "at byte"),
+        ("[host]\nplugin_dir = \"x\"\n", "unknown field `plugin_dir`"),
+        (
+            "[[plugins]]\nname = \"a\"\n[[plugins]]\nname = \"a\"\n",
+            "plugin `a` is configured twice",
+        ),
+        (
+            "[[plugins]]\nname = \"a\"\nevent_types = 12\n",
+            "unknown bits",
+        ),
+    ];
+    for (text, message) in cases {
+        let s = Sandbox::new();
+        let path = s.write("config.toml", text);
+        for args in [&["run"][..], &["check-config"][..], &["plugins"][..]] {
+            let out = s.run(args);
+            assert_eq!(out.code(), Some(2), "{args:?} {text:?}: {}", out.stderr);
+            let expected = format!("error: configuration {}: ", path.display());
+            assert!(out.stderr.contains(&expected), "{}", out.stderr);
+            assert!(out.stderr.contains(message), "{text:?}: {}", out.stderr);
+            out.assert_no_host_panic();
+        }
+    }
+    let s = Sandbox::new();
+    let out = s.run(&["run"]);
+    assert_eq!(out.code(), Some(2));
+    assert!(out.stderr.contains("cannot read it"), "{}", out.stderr);
+}
+
+#[test]
+fn an_optional_plugin_that_fails_to_load_is_only_a_warning() {
+    let s = Sandbox::new();
+    s.config(&format!(
+        "[[plugins]]\nname = \"ghost\"\nrequired = false\n\n[[plugins]]\nname = \"printer\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n",
+        s.path("out.jsonl")
+    ));
+    let run = s.run(&["replay", s.events(10, 0).to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("WARN") && run.stderr.contains("plugin `ghost`: library not found")
+    );
+    assert_eq!(read_jsonl(&s.path("out.jsonl")).len(), 10);
+}
+
+#[test]
+fn panicking_and_stuck_plugins_do_not_hold_up_the_others() {
+    let s = Sandbox::new();
+    s.config(&format!(
+        r#"
+[[plugins]]
+name = "panicky"
+library = "fixture_misbehaving"
+[plugins.config]
+mode = "panic"
+at = 10
+output = {panicky:?}
+
+[[plugins]]
+name = "stuck"
+library = "fixture_misbehaving"
+queue_capacity = 4
+[plugins.config]
+mode = "never_read"
+
+[[plugins]]
+name = "printer"
+queue_capacity = 16
+[plugins.config]
+format = "json"
+output = {all:?}
+
+[[plugins]]
+name = "valid"
+library = "fixture_valid_only"
+[plugins.config]
+output = {valid:?}
+"#,
+        panicky = s.path("panicky.txt"),
+        all = s.path("all.jsonl"),
+        valid = s.path("valid.jsonl"),
+    ));
+    let run = s.run(&["replay", s.events(2000, 9).to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    run.assert_no_host_panic();
+
+    let all = read_jsonl(&s.path("all.jsonl"));
+    assert_eq!(
+        seqs_and_types(&all),
+        expected(2000, 9, &["BLOCK_VALID", "BLOCK_INVALID"])
+    );
+    let valid = read_jsonl(&s.path("valid.jsonl"));
+    assert_eq!(seqs_and_types(&valid), expected(2000, 9, &["BLOCK_VALID"]));
+
+    let panicky = std::fs::read_to_string(s.path("panicky.txt")).unwrap();
+    assert_eq!(panicky.lines().count(), 9, "{panicky}");
+    let failed = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("plugin failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{}", run.stderr));
+    assert!(failed.contains("plugin=panicky"), "{failed}");
+    assert!(
+        failed.contains("panicked: deliberate panic at event 10"),
+        "{failed}"
+    );
+    assert!(run.stderr.contains("plugin fell behind"), "{}", run.stderr);
+    let abandoned = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("abandoning it"))
+        .unwrap();
+    assert!(abandoned.contains("plugin=stuck"), "{abandoned}");
+}
+
+#[test]
+fn a_required_plugin_that_fails_to_start_stops_the_host_an_optional_one_does_not() {
+    let s = Sandbox::new();
+    let plugins = |required: bool| {
+        format!(
+            "[[plugins]]\nname = \"broken\"\nlibrary = \"fixture_misbehaving\"\nrequired = {required}\n[plugins.config]\nmode = \"fail_at_start\"\n"
+        )
+    };
+    s.config(&plugins(true));
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), Some(3), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("plugin `broken` failed to start: cannot reach the thing it needs"),
+        "{}",
+        run.stderr
+    );
+
+    s.config(&plugins(false));
+    let run = s.run(&["replay", s.events(5, 0).to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("plugin reports failure: cannot reach the thing it needs")
+    );
+}
+
+#[test]
+fn sigterm_stops_the_host_promptly_and_tells_every_plugin() {
+    let s = Sandbox::new();
+    s.config(
+        "[[plugins]]\nname = \"printer\"\n\n[[plugins]]\nname = \"stuck\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"never_read\"\n",
+    );
+    let mut host = s.spawn(&["run"]);
+    host.wait_for_log("eventhost running", Duration::from_secs(20));
+    host.signal(libc::SIGTERM);
+    let signalled = std::time::Instant::now();
+    let (status, _, log) = host.wait(Duration::from_secs(20));
+    eprintln!("stopped {:?} after SIGTERM", signalled.elapsed());
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    let stopped = log.lines().find(|l| l.contains("plugin stopped")).unwrap();
+    assert!(stopped.contains("plugin=printer"), "{log}");
+    let abandoned = log.lines().find(|l| l.contains("abandoning it")).unwrap();
+    assert!(abandoned.contains("plugin=stuck"), "{log}");
+}
+
+#[test]
+fn the_default_configuration_checks_out() {
+    let out = std::process::Command::new(support::eventhost_bin())
+        .args(["check-config"])
+        .arg(repo_root().join("config.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("printer") && stdout.contains("ok"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn help_explains_itself() {
+    let out = std::process::Command::new(support::eventhost_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "run",
+        "replay",
+        "check-config",
+        "plugins",
+        "--config",
+        "Exit status",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}

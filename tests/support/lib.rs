@@ -1,0 +1,378 @@
+//! Shared helpers for the end-to-end tests: find the built binary and
+//! plugin libraries, write configurations into a sandbox, run the host and
+//! watch its log, and build plugin crates that live outside the workspace.
+//!
+//! The binary and the plugins must be built first (`cargo build --workspace`):
+//! a test cannot run cargo on the target directory `cargo test` holds locked.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The cargo output directory the tests were built into (`target/debug`).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+fn built(file: &str) -> PathBuf {
+    let path = build_dir().join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before `cargo test`",
+        path.display()
+    );
+    path
+}
+
+/// The eventhost binary.
+pub fn eventhost_bin() -> PathBuf {
+    built(&format!("eventhost{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The library file of a plugin built in the workspace.
+pub fn plugin_lib(lib_name: &str) -> PathBuf {
+    built(&format!(
+        "{}{lib_name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
+}
+
+/// A temporary directory holding one test's configuration and outputs.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("eventhost-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Writes `config.toml`: a `[host]` table that finds the workspace's
+    /// plugins and stops quickly, followed by `plugins` (TOML text).
+    pub fn config(&self, plugins: &str) -> PathBuf {
+        let text = format!(
+            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\n\n{plugins}",
+            build_dir().display().to_string()
+        );
+        self.write("config.toml", &text)
+    }
+
+    pub fn write(&self, relative: &str, text: &str) -> PathBuf {
+        let path = self.path(relative);
+        fs::write(&path, text).expect("write sandbox file");
+        path
+    }
+
+    /// `eventhost --config <sandbox>/config.toml <args>`.
+    pub fn eventhost(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(eventhost_bin());
+        cmd.arg("--config")
+            .arg(self.path("config.toml"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .env_remove("EVENTHOST_CONFIG");
+        cmd
+    }
+
+    /// Runs eventhost to completion.
+    pub fn run(&self, args: &[&str]) -> Finished {
+        let output = self
+            .eventhost(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run eventhost");
+        Finished::from(output)
+    }
+
+    /// Starts eventhost in the background, its log going to a file.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let log = self.path("eventhost.log");
+        let child = self
+            .eventhost(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start eventhost");
+        Running {
+            child,
+            log,
+            started: Instant::now(),
+        }
+    }
+
+    /// Writes `count` events as JSON lines: heights 1..=count, every
+    /// `invalid_every`-th one a BLOCK_INVALID (0: none).
+    pub fn events(&self, count: u64, invalid_every: u64) -> PathBuf {
+        let mut text = String::new();
+        for height in 1..=count {
+            let invalid = invalid_every != 0 && height % invalid_every == 0;
+            let line = if invalid {
+                serde_json::json!({
+                    "type": "BLOCK_INVALID", "height": height, "hash": format!("{height:064x}"),
+                    "transactions": [{"id": format!("bad{height}")}],
+                    "rejections": [{"transaction_id": format!("bad{height}"), "reason": "double spend"}],
+                })
+            } else {
+                serde_json::json!({
+                    "type": "BLOCK_VALID", "height": height, "hash": format!("{height:064x}"),
+                    "transactions": [{"id": format!("tx{height}"), "operation": "CREATE"}],
+                })
+            };
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        self.write("events.jsonl", &text)
+    }
+}
+
+/// A finished eventhost run.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Finished {
+    fn from(o: Output) -> Self {
+        Finished {
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Asserts that nothing panicked in the host, whatever the outcome.
+    pub fn assert_no_host_panic(&self) {
+        let host_panic = self
+            .stderr
+            .lines()
+            .any(|l| l.contains("panicked") && !l.contains("plugin"));
+        assert!(!host_panic, "the host panicked:\n{}", self.stderr);
+    }
+}
+
+/// An eventhost process running in the background.
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Running {
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, or panics with the log.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "eventhost exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "eventhost did not log {needle:?} within {timeout:?}:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits for the process to exit; kills it and panics after `timeout`.
+    /// Returns the exit status and the time since it was started.
+    pub fn wait(mut self, timeout: Duration) -> (ExitStatus, Duration, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for eventhost") {
+                return (status, self.started.elapsed(), self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("eventhost did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a JSON-lines file.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A plugin crate to build outside the workspace.
+pub struct ExternalPlugin<'a> {
+    /// Crate (and library) name.
+    pub name: &'a str,
+    /// Its `src/lib.rs`.
+    pub source: &'a str,
+    /// The plugin-api directory it depends on by path.
+    pub api: PathBuf,
+}
+
+/// Builds standalone plugin crates, the way a third party would: its own
+/// Cargo.toml that depends on plugin-api by path, outside our workspace.
+///
+/// They share one target directory so that abi_stable is compiled once for
+/// every test, and reuse the workspace's Cargo.lock so the dependency
+/// versions match what the host was built with.
+pub fn build_external(plugins: &[ExternalPlugin]) -> Vec<PathBuf> {
+    static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _serial = LOCK.get_or_init(Default::default).lock();
+    let target = repo_root().join("target").join("external-plugins");
+    let work = tempfile::Builder::new()
+        .prefix("eventhost-external-")
+        .tempdir()
+        .expect("temp dir");
+    let mut members = Vec::new();
+    for p in plugins {
+        let dir = work.path().join(p.name);
+        fs::create_dir_all(dir.join("src")).expect("crate dir");
+        let manifest = format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\neventhost-plugin-api = {{ path = {api:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n",
+            name = p.name,
+            api = p.api.display().to_string(),
+        );
+        fs::write(dir.join("Cargo.toml"), manifest).expect("manifest");
+        fs::write(dir.join("src/lib.rs"), p.source).expect("lib.rs");
+        members.push(format!("{:?}", p.name));
+    }
+    fs::write(
+        work.path().join("Cargo.toml"),
+        format!(
+            "[workspace]\nresolver = \"2\"\nmembers = [{}]\n",
+            members.join(", ")
+        ),
+    )
+    .expect("workspace manifest");
+    fs::copy(
+        repo_root().join("Cargo.lock"),
+        work.path().join("Cargo.lock"),
+    )
+    .expect("Cargo.lock");
+    let started = Instant::now();
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .arg("build")
+        .arg("--quiet")
+        .current_dir(work.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "building external plugins failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "built {} external plugin(s) in {:.1}s",
+        plugins.len(),
+        started.elapsed().as_secs_f64()
+    );
+    plugins
+        .iter()
+        .map(|p| {
+            target.join("debug").join(format!(
+                "{}{}{}",
+                std::env::consts::DLL_PREFIX,
+                p.name,
+                std::env::consts::DLL_SUFFIX
+            ))
+        })
+        .collect()
+}
+
+/// Copies the plugin-api crate to a temporary directory, applying `edit` to
+/// each (relative path, text) of its files, so a test can build a plugin
+/// against a changed API.
+pub fn changed_plugin_api(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+    let out = tempfile::Builder::new()
+        .prefix("eventhost-api-")
+        .tempdir()
+        .expect("temp dir");
+    let src = repo_root().join("plugin-api");
+    copy_tree(&src, out.path(), Path::new(""), &edit);
+    out
+}
+
+fn copy_tree(src: &Path, dst: &Path, rel: &Path, edit: &impl Fn(&str, String) -> String) {
+    fs::create_dir_all(dst.join(rel)).expect("mkdir");
+    for entry in fs::read_dir(src.join(rel)).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        let rel = rel.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(src, dst, &rel, edit);
+        } else {
+            let text = fs::read_to_string(src.join(&rel)).expect("read");
+            let text = edit(&rel.to_string_lossy(), text);
+            let mut f = fs::File::create(dst.join(&rel)).expect("create");
+            f.write_all(text.as_bytes()).expect("write");
+        }
+    }
+}
