@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use eventhost_plugin_api::API_VERSION;
 use support::{
     ExternalPlugin, Sandbox, Value, build_dir, build_external, changed_plugin_api, plugin_lib,
     read_jsonl, repo_root,
@@ -104,24 +105,30 @@ fn readme_guide_plugin() -> String {
         .join("\n")
 }
 
-#[test]
-fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
+/// Builds the README guide's plugin against `api` and checks that the host
+/// loads it, reports `version`, and feeds it the sample blocks.
+fn check_readme_guide_plugin(name: &str, api: &std::path::Path, version: &str) {
     let source = readme_guide_plugin();
     assert!(
         source.lines().count() <= 16,
         "the guide's plugin grew:\n{source}"
     );
     let lib = &build_external(&[ExternalPlugin {
-        name: "hello",
+        name,
         source: &source,
-        api: repo_root().join("plugin-api"),
+        api: api.to_owned(),
     }])[0];
     let s = Sandbox::new();
     s.config(&format!("[[plugins]]\nname = \"hello\"\npath = {lib:?}\n"));
     let check = s.run(&["check-config"]);
     assert_eq!(check.code(), Some(0), "{}{}", check.stdout, check.stderr);
+    let row = check
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("hello "))
+        .unwrap();
     assert!(
-        check.stdout.contains("hello") && check.stdout.contains("1.0.0"),
+        row.contains(" ok ") && row.contains(version),
         "{}",
         check.stdout
     );
@@ -138,6 +145,24 @@ fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
             "hello: BLOCK_INVALID at height 3 with 1 transactions",
             "hello: BLOCK_VALID at height 3 with 3 transactions",
         ]
+    );
+}
+
+#[test]
+fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
+    check_readme_guide_plugin(
+        "hello",
+        &repo_root().join("plugin-api"),
+        &API_VERSION.to_string(),
+    );
+}
+
+#[test]
+fn a_plugin_built_against_plugin_api_1_0_still_runs() {
+    check_readme_guide_plugin(
+        "hello_1_0",
+        &repo_root().join("tests/compat/plugin-api-1.0.0"),
+        "1.0.0",
     );
 }
 
@@ -214,11 +239,13 @@ fn a_configured_mask_outside_the_declared_one_is_refused() {
 
 #[test]
 fn plugins_built_against_a_changed_plugin_api_are_refused() {
-    let bump = |version: &'static str| {
+    let current = API_VERSION.to_string();
+    let bump = |version: String| {
+        let current = current.clone();
         changed_plugin_api(move |file, text| {
             if file == "Cargo.toml" {
                 text.replacen(
-                    "version = \"1.0.0\"",
+                    &format!("version = \"{current}\""),
                     &format!("version = \"{version}\""),
                     1,
                 )
@@ -227,8 +254,10 @@ fn plugins_built_against_a_changed_plugin_api_are_refused() {
             }
         })
     };
-    let major = bump("2.0.0");
-    let minor = bump("1.1.0");
+    let next_major = format!("{}.0.0", API_VERSION.major + 1);
+    let next_minor = format!("{}.{}.0", API_VERSION.major, API_VERSION.minor + 1);
+    let major = bump(next_major.clone());
+    let minor = bump(next_minor.clone());
     // Same version number, different types: what a hand-edited plugin-api produces.
     let edited = changed_plugin_api(|file, text| match file {
         "src/event.rs" => text.replacen(
@@ -246,29 +275,31 @@ fn plugins_built_against_a_changed_plugin_api_are_refused() {
     let source = "use eventhost_plugin_api::prelude::*;\nfn run(_: Context, _: Events) -> Result<(), String> { Ok(()) }\nexport_plugin! { name: \"changed\", event_types: BLOCK_VALID, run: run }\n";
     let mut libs = Vec::new();
     for api in [&major, &minor, &edited] {
-        libs.extend(build_external(&[ExternalPlugin {
+        let built = build_external(&[ExternalPlugin {
             name: "changed",
             source,
             api: api.path().to_owned(),
-        }]));
+        }]);
         // Each build overwrites the last: keep a copy.
         let copy = api.path().join("libchanged.so");
-        std::fs::copy(libs.last().unwrap(), &copy).unwrap();
-        *libs.last_mut().unwrap() = copy;
+        std::fs::copy(&built[0], &copy).unwrap();
+        libs.push(copy);
     }
     let entry =
         |lib: &std::path::Path| format!("[[plugins]]\nname = \"changed\"\npath = {lib:?}\n");
-    assert_load_error(
-        &entry(&libs[0]),
-        "built against plugin-api 2.0.0, but this host (plugin-api 1.0.0) accepts plugin-api 1.0 through 1.0",
-    );
-    assert_load_error(
-        &entry(&libs[1]),
-        "built against plugin-api 1.1.0, but this host (plugin-api 1.0.0) accepts plugin-api 1.0 through 1.0",
-    );
+    let refusal = |version: &str| {
+        format!(
+            "built against plugin-api {version}, but this host (plugin-api {current}) accepts plugin-api {}.0 through {}.{}",
+            API_VERSION.major, API_VERSION.major, API_VERSION.minor
+        )
+    };
+    assert_load_error(&entry(&libs[0]), &refusal(&next_major));
+    assert_load_error(&entry(&libs[1]), &refusal(&next_minor));
     assert_load_error(
         &entry(&libs[2]),
-        "built against plugin-api 1.0.0, but its plugin-api types differ from this host's",
+        &format!(
+            "built against plugin-api {current}, but its plugin-api types differ from this host's"
+        ),
     );
 }
 

@@ -10,7 +10,7 @@
 //! reads costs one full queue of shared references and nothing else.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,28 @@ pub struct Progress {
     behind_from: AtomicU64,
     /// The sequence number of the last event handed to the subscriber.
     delivered: AtomicU64,
+    /// The sequence number of the last event the subscriber finished.
+    finished: AtomicU64,
+    /// Whether only explicit acknowledgements finish events.
+    explicit_acks: AtomicBool,
 }
 
 impl Progress {
     /// The sequence number of the last event handed to the subscriber.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
+    }
+
+    /// The sequence number of the last event the subscriber finished: its cursor.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Receiving finishes what was received before, unless acks are explicit.
+    fn finish_delivered(&self) {
+        if !self.explicit_acks.load(Ordering::Acquire) {
+            self.finished.fetch_max(self.delivered(), Ordering::AcqRel);
+        }
     }
 }
 
@@ -80,14 +96,24 @@ impl Exchange {
         self.head.load(Ordering::Acquire)
     }
 
-    /// A queue that receives every event of the `mask` types published from now on.
-    pub fn subscribe(self: &Arc<Self>, plugin: &str, mask: EventTypes, capacity: usize) -> Queue {
+    /// A queue that receives every event of the `mask` types after event
+    /// `after`: first the ones already in the log, then live ones.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        plugin: &str,
+        mask: EventTypes,
+        capacity: usize,
+        after: u64,
+    ) -> Queue {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let progress = Arc::new(Progress::default());
         let mut subscribers = self.lock();
-        progress
-            .delivered
-            .store(self.head.load(Ordering::Acquire), Ordering::Release);
+        let after = after.min(self.head.load(Ordering::Acquire));
+        progress.delivered.store(after, Ordering::Release);
+        progress.finished.store(after, Ordering::Release);
+        if after < self.head.load(Ordering::Acquire) {
+            progress.behind_from.store(after + 1, Ordering::Release);
+        }
         subscribers.push(Subscriber {
             plugin: plugin.to_owned(),
             mask,
@@ -194,6 +220,7 @@ impl Queue {
     }
 
     fn next(&self, deadline: Option<Instant>) -> Received {
+        self.progress.finish_delivered();
         loop {
             let backlogged = self
                 .backlog
@@ -236,6 +263,16 @@ impl HostQueue for Queue {
             .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
             .flatten();
         self.next(deadline)
+    }
+
+    fn use_explicit_acks(&self) {
+        self.progress.explicit_acks.store(true, Ordering::Release);
+    }
+
+    fn ack(&self, seq: u64) {
+        // A plugin cannot finish what it was never given.
+        let seq = seq.min(self.progress.delivered());
+        self.progress.finished.fetch_max(seq, Ordering::AcqRel);
     }
 }
 
@@ -292,8 +329,8 @@ mod tests {
     #[test]
     fn each_subscriber_gets_its_types_in_order_sharing_one_event() {
         let f = fixture();
-        let valid = f.exchange.subscribe("v", BLOCK_VALID.into(), 8);
-        let both = f.exchange.subscribe("b", BLOCK_VALID | BLOCK_INVALID, 8);
+        let valid = f.exchange.subscribe("v", BLOCK_VALID.into(), 8, 0);
+        let both = f.exchange.subscribe("b", BLOCK_VALID | BLOCK_INVALID, 8, 0);
         f.publish(BLOCK_VALID, 1);
         f.publish(BLOCK_INVALID, 2);
         f.publish(BLOCK_VALID, 2);
@@ -311,7 +348,7 @@ mod tests {
     #[test]
     fn a_full_queue_catches_up_from_the_log_without_gap_or_duplicate() {
         let f = fixture();
-        let slow = f.exchange.subscribe("slow", BLOCK_VALID.into(), 4);
+        let slow = f.exchange.subscribe("slow", BLOCK_VALID.into(), 4, 0);
         for h in 1..=1000 {
             f.publish(
                 if h % 10 == 0 {
@@ -341,7 +378,7 @@ mod tests {
     #[test]
     fn close_ends_queues_after_what_was_published() {
         let f = fixture();
-        let q = f.exchange.subscribe("p", BLOCK_VALID.into(), 2);
+        let q = f.exchange.subscribe("p", BLOCK_VALID.into(), 2, 0);
         for h in 1..=5 {
             f.publish(BLOCK_VALID, h);
         }
@@ -351,9 +388,44 @@ mod tests {
     }
 
     #[test]
+    fn a_subscriber_resumes_after_its_cursor_then_goes_live() {
+        let f = fixture();
+        for h in 1..=10 {
+            f.publish(BLOCK_VALID, h);
+        }
+        let q = f.exchange.subscribe("back", BLOCK_VALID.into(), 2, 6);
+        f.publish(BLOCK_VALID, 11);
+        let got: Vec<u64> = drain(&q).into_iter().map(|(_, seq)| seq).collect();
+        assert_eq!(got, [7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn receiving_finishes_earlier_events_unless_acks_are_explicit() {
+        let f = fixture();
+        let auto = f.exchange.subscribe("auto", BLOCK_VALID.into(), 8, 0);
+        let manual = f.exchange.subscribe("manual", BLOCK_VALID.into(), 8, 0);
+        manual.use_explicit_acks();
+        for h in 1..=3 {
+            f.publish(BLOCK_VALID, h);
+        }
+        for q in [&auto, &manual] {
+            assert!(matches!(q.recv(0), Received::Event(_)));
+            assert!(matches!(q.recv(0), Received::Event(_)));
+        }
+        assert_eq!(auto.progress().finished(), 1);
+        assert_eq!(manual.progress().finished(), 0);
+        manual.ack(99);
+        assert_eq!(
+            manual.progress().finished(),
+            2,
+            "acked past what was delivered"
+        );
+    }
+
+    #[test]
     fn a_dropped_queue_is_forgotten() {
         let f = fixture();
-        drop(f.exchange.subscribe("gone", BLOCK_VALID.into(), 1));
+        drop(f.exchange.subscribe("gone", BLOCK_VALID.into(), 1, 0));
         f.publish(BLOCK_VALID, 1);
         assert!(f.exchange.lock().is_empty());
     }

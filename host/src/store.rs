@@ -1,8 +1,9 @@
 //! Durable state in one redb file under the data directory.
 //!
-//! Today it holds the event log: every published event under its sequence
-//! number, written before any plugin sees it, so a plugin that falls behind
-//! (or a later reader) gets every event back in order.
+//! It holds the event log, every published event under its sequence number,
+//! written before any plugin sees it, so a plugin that falls behind (or a
+//! later reader) gets every event back in order; and each plugin's cursor,
+//! the last event it finished, so a restarted plugin resumes after it.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 /// seq -> the event, encoded as a one-byte format tag followed by postcard.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const RECORD_V1: u8 = 1;
+/// plugin name -> the sequence number of the last event it finished.
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,6 +73,7 @@ impl Store {
         // Create the tables up front so readers never meet a missing table.
         let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
         txn.open_table(EVENTS).map_err(|e| db_err(e.into()))?;
+        txn.open_table(CURSORS).map_err(|e| db_err(e.into()))?;
         txn.commit().map_err(|e| db_err(e.into()))?;
         Ok(Store {
             db,
@@ -129,6 +133,28 @@ impl Store {
             events.push(event);
         }
         Ok(events)
+    }
+}
+
+impl Store {
+    /// The last event the plugin finished, if it ever ran against this store.
+    pub fn cursor(&self, plugin: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+        let value = table.get(plugin).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.value()))
+    }
+
+    /// Records where each plugin got to, in one durable transaction.
+    pub fn save_cursors(&self, cursors: &[(&str, u64)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+            for (plugin, seq) in cursors {
+                table.insert(*plugin, *seq).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
     }
 }
 
@@ -226,5 +252,20 @@ mod tests {
         store.append(&mut more).unwrap();
         assert_eq!(more[0].seq, 4);
         assert!(store.read(5, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn cursors_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.cursor("a").unwrap(), None);
+            store.save_cursors(&[("a", 3), ("b", 0)]).unwrap();
+            store.save_cursors(&[("a", 5)]).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.cursor("a").unwrap(), Some(5));
+        assert_eq!(store.cursor("b").unwrap(), Some(0));
     }
 }

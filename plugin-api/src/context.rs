@@ -47,6 +47,14 @@ impl Context {
         self.host.failed(RStr::from_str(&reason.to_string()));
     }
 
+    /// Since plugin-api 1.1. Offers `url` to the host's clients under the
+    /// name `rel`: the HTTP API's root lists the stream URLs a stream plugin
+    /// advertises (`streams`, `streams_v1`, `streamedblocks`).
+    pub fn advertise(&self, rel: &str, url: &str) {
+        self.host
+            .advertise(RStr::from_str(rel), RStr::from_str(url));
+    }
+
     /// Writes into the host's log, tagged with the plugin's name.
     pub fn log(&self, level: LogLevel, message: impl Display) {
         self.host.log(level, RStr::from_str(&message.to_string()));

@@ -15,6 +15,12 @@ pub type SharedEvent = RArc<Event>;
 /// Receiving ends (`None`, or [`RecvTimeoutError::Closed`]) when the host
 /// shuts down and everything queued for the plugin has been received.
 /// Iterating `&Events` receives until then.
+///
+/// The host remembers, durably, the last event the plugin finished, and
+/// after a restart delivers every event after it. By default an event is
+/// finished when the plugin asks for the next one. A plugin that completes
+/// events later (say, once a broker confirmed them) calls
+/// [`Events::use_explicit_acks`] and then [`Events::ack`].
 pub struct Events {
     queue: HostQueueBox,
 }
@@ -50,6 +56,21 @@ impl Events {
             Received::Timeout => Err(RecvTimeoutError::Timeout),
             Received::Closed => Err(RecvTimeoutError::Closed),
         }
+    }
+}
+
+impl Events {
+    /// Since plugin-api 1.1. From now on events are finished only by
+    /// [`Events::ack`], not by receiving the next one.
+    pub fn use_explicit_acks(&self) {
+        self.queue.use_explicit_acks();
+    }
+
+    /// Since plugin-api 1.1. Every event received so far with a sequence
+    /// number up to and including `seq` is finished: after a restart the
+    /// plugin receives only events after it.
+    pub fn ack(&self, seq: u64) {
+        self.queue.ack(seq);
     }
 }
 

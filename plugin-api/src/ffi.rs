@@ -69,14 +69,30 @@ pub trait HostContext: Send + Sync {
     /// The plugin cannot work; `run` is expected to return soon.
     #[sabi(last_prefix_field)]
     fn failed(&self, reason: RStr<'_>);
+
+    /// Since 1.1. Offers a URL the host shows its clients under the name
+    /// `rel` (e.g. the stream URLs in the HTTP API's root). A later call with
+    /// the same `rel` replaces the URL.
+    fn advertise(&self, rel: RStr<'_>, url: RStr<'_>);
 }
 
 /// One plugin's own event queue (implemented by the host).
+///
+/// The host keeps, per plugin, a durable cursor: the last event the plugin
+/// finished. After a restart the plugin receives every event after it.
 #[sabi_trait]
 pub trait HostQueue: Send + Sync {
-    /// Waits up to `timeout_ms` (`u64::MAX`: without limit) for the next event.
+    /// Waits up to `timeout_ms` (`u64::MAX`: without limit) for the next
+    /// event. Unless explicit acknowledgements are on, calling it finishes
+    /// every event received before.
     #[sabi(last_prefix_field)]
     fn recv(&self, timeout_ms: u64) -> Received;
+
+    /// Since 1.1. From now on only [`HostQueue::ack`] finishes events.
+    fn use_explicit_acks(&self);
+
+    /// Since 1.1. Every received event up to and including `seq` is finished.
+    fn ack(&self, seq: u64);
 }
 
 /// The host's context object as it crosses the boundary.

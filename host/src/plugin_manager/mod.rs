@@ -7,6 +7,7 @@
 
 mod load;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -77,11 +78,54 @@ impl Status {
     }
 }
 
+/// The URLs plugins advertise to the host's clients, by name (`rel`).
+#[derive(Default)]
+pub struct Advertised {
+    links: Mutex<BTreeMap<String, Link>>,
+}
+
+/// One advertised URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub plugin: String,
+    pub url: String,
+}
+
+impl Advertised {
+    /// The URL advertised under `rel`, if a plugin did.
+    pub fn get(&self, rel: &str) -> Option<Link> {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .cloned()
+    }
+
+    fn set(&self, rel: &str, link: Link) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = links.get(rel).filter(|old| old.plugin != link.plugin) {
+            tracing::warn!(
+                plugin = %link.plugin,
+                "plugin advertises `{rel}`, replacing the URL plugin `{}` advertised",
+                old.plugin
+            );
+        }
+        links.insert(rel.to_owned(), link);
+    }
+
+    /// Forgets what a plugin advertised, once it no longer runs.
+    fn remove_plugin(&self, plugin: &str) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|_, link| link.plugin != plugin);
+    }
+}
+
 /// The host's side of one plugin's `HostContext`.
 struct PluginContext {
     name: String,
     config_json: String,
     status: Arc<Status>,
+    advertised: Arc<Advertised>,
 }
 
 impl HostContext for PluginContext {
@@ -113,6 +157,17 @@ impl HostContext for PluginContext {
         tracing::error!(plugin = %self.name, "plugin reports failure: {reason}");
         self.status.set(State::Failed(reason.to_string()));
     }
+
+    fn advertise(&self, rel: RStr<'_>, url: RStr<'_>) {
+        tracing::info!(plugin = %self.name, "plugin advertises {rel} = {url}");
+        self.advertised.set(
+            rel.as_str(),
+            Link {
+                plugin: self.name.clone(),
+                url: url.to_string(),
+            },
+        );
+    }
 }
 
 /// A plugin whose `run` was started.
@@ -132,6 +187,16 @@ impl RunningPlugin {
     pub fn delivered(&self) -> u64 {
         self.progress.delivered()
     }
+
+    /// The sequence number of the last event the plugin finished: its cursor.
+    pub fn finished(&self) -> u64 {
+        self.progress.finished()
+    }
+
+    /// The plugin's progress, which outlives the manager's borrow.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
 }
 
 /// The running plugins of one host.
@@ -140,11 +205,16 @@ pub struct PluginManager {
 }
 
 impl PluginManager {
-    /// Subscribes each plugin to the exchange and calls its `run` on a thread of its own.
-    pub fn start(loaded: Vec<LoadedPlugin>, exchange: &Arc<Exchange>) -> PluginManager {
+    /// Subscribes each plugin to the exchange after its cursor and calls its
+    /// `run` on a thread of its own.
+    pub fn start(
+        loaded: Vec<(LoadedPlugin, u64)>,
+        exchange: &Arc<Exchange>,
+        advertised: &Arc<Advertised>,
+    ) -> PluginManager {
         let plugins = loaded
             .into_iter()
-            .map(|plugin| start_one(plugin, exchange))
+            .map(|(plugin, cursor)| start_one(plugin, cursor, exchange, advertised))
             .collect();
         PluginManager { plugins }
     }
@@ -201,16 +271,28 @@ impl PluginManager {
     }
 }
 
-fn start_one(plugin: LoadedPlugin, exchange: &Arc<Exchange>) -> RunningPlugin {
+fn start_one(
+    plugin: LoadedPlugin,
+    cursor: u64,
+    exchange: &Arc<Exchange>,
+    advertised: &Arc<Advertised>,
+) -> RunningPlugin {
     let name = plugin.entry.name.clone();
     let status = Arc::new(Status::default());
-    let queue = exchange.subscribe(&name, plugin.event_types, plugin.entry.queue_capacity);
+    let queue = exchange.subscribe(
+        &name,
+        plugin.event_types,
+        plugin.entry.queue_capacity,
+        cursor,
+    );
     let progress = queue.progress();
     let context = PluginContext {
         name: name.clone(),
         config_json: plugin.entry.config.to_string(),
         status: status.clone(),
+        advertised: advertised.clone(),
     };
+    let thread_advertised = advertised.clone();
     let args = RunArgs::new(
         HostContext_TO::from_value(context, TD_Opaque),
         HostQueue_TO::from_value(queue, TD_Opaque),
@@ -232,6 +314,7 @@ fn start_one(plugin: LoadedPlugin, exchange: &Arc<Exchange>) -> RunningPlugin {
                     State::Failed(reason.into_string())
                 }
             };
+            thread_advertised.remove_plugin(&thread_name);
             thread_status.finished.store(true, Ordering::Release);
             thread_status.set(state);
         });
