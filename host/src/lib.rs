@@ -8,6 +8,7 @@
 pub mod config;
 pub mod exchange;
 pub mod host;
+pub mod ledger;
 pub mod plugin_manager;
 pub mod replay;
 pub mod store;

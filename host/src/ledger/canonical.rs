@@ -1,0 +1,1 @@
+//! Canonical JSON serialization, as the drivers' rapidjson writes it.

@@ -1,0 +1,1 @@
+//! Crypto-conditions (ED25519-SHA-256, THRESHOLD-SHA-256).
