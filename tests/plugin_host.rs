@@ -518,3 +518,36 @@ fn help_explains_itself() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+#[test]
+fn replay_publishes_standard_input_line_by_line() {
+    use std::io::Write;
+    let s = Sandbox::new();
+    s.config(&format!(
+        "[[plugins]]\nname = \"printer\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n",
+        s.path("out.jsonl")
+    ));
+    let mut child = s
+        .eventhost(&["replay", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let events = std::fs::read_to_string(s.events(3, 0)).unwrap();
+    for line in events.lines() {
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+    writeln!(stdin, "{{\"type\": \"BLOCK_SOMETIMES\"}}").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("standard input line 4: not an event"),
+        "{stderr}"
+    );
+    let got = read_jsonl(&s.path("out.jsonl"));
+    assert_eq!(seqs_and_types(&got), expected(3, 1000, &["BLOCK_VALID"]));
+}

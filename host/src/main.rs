@@ -49,10 +49,12 @@ enum Command {
     ///
     /// Each line is one event as the printer plugin writes it with
     /// format = "json": {"type": "BLOCK_VALID", "height": 1, "hash": "...",
-    /// "transactions": [...]}. The whole file is checked before anything is
-    /// published. The events go to a temporary event log, not the data directory.
+    /// "transactions": [...]}. A file is checked whole before anything is
+    /// published; with `-`, lines from standard input are published as they
+    /// arrive until it closes. The events go to a temporary event log, not
+    /// the data directory.
     Replay {
-        /// The JSON-lines file.
+        /// The JSON-lines file, or `-` for standard input.
         file: PathBuf,
         /// Publish at most this many events per second.
         #[arg(long, value_parser = positive_rate)]
@@ -149,12 +151,16 @@ fn run(config: &Config) -> ExitCode {
 }
 
 fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
-    let total = match replay::check(file) {
-        Ok(total) => total,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
+    let source = replay::Source::new(file);
+    let total = match &source {
+        replay::Source::Stdin => None,
+        replay::Source::File(path) => match replay::check(path) {
+            Ok(total) => Some(total),
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EXIT_INPUT);
+            }
+        },
     };
     let log_dir = match tempfile::tempdir() {
         Ok(dir) => dir,
@@ -175,13 +181,15 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
             watcher_stop.store(true, Ordering::Relaxed);
         }
     });
-    let outcome = replay::publish(&host, file, total, rate, &stop);
+    let outcome = replay::publish(&host, &source, total, rate, &stop);
     let code = match outcome {
         Ok(published) => {
-            tracing::info!(
-                "replay: published {published} of {total} events; waiting for plugins to finish"
-            );
+            tracing::info!("replay: published {published} events; waiting for plugins to finish");
             ExitCode::SUCCESS
+        }
+        Err(e @ replay::ReplayError::BadLine { .. }) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_INPUT)
         }
         Err(e) => {
             tracing::error!("{e}");

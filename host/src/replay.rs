@@ -1,4 +1,5 @@
-//! `eventhost replay`: publishes the events of a JSON-lines file.
+//! `eventhost replay`: publishes the events of a JSON-lines file, or of
+//! standard input as lines arrive.
 //!
 //! Each line is an event in the form the printer plugin writes with
 //! `format = "json"` (see `eventhost_plugin_api::Event::to_json`), so a
@@ -37,24 +38,60 @@ pub enum ReplayError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// Where events come from: a file, or standard input (`-`).
+pub enum Source<'a> {
+    File(&'a Path),
+    Stdin,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(path: &'a Path) -> Source<'a> {
+        if path == Path::new("-") {
+            Source::Stdin
+        } else {
+            Source::File(path)
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Stdin => "standard input".into(),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn BufRead>, ReplayError> {
+        Ok(match self {
+            Source::File(path) => Box::new(BufReader::new(File::open(path).map_err(|source| {
+                ReplayError::Io {
+                    file: self.name(),
+                    source,
+                }
+            })?)),
+            Source::Stdin => Box::new(std::io::stdin().lock()),
+        })
+    }
+}
+
 /// Checks every line of the file, so that a bad line is reported before any
 /// event is published, and returns the number of events.
 pub fn check(path: &Path) -> Result<usize, ReplayError> {
     let mut count = 0;
-    for_each_event(path, |_| {
+    for_each_event(&Source::File(path), |_| {
         count += 1;
         Ok(ControlFlow::Continue(()))
     })?;
     Ok(count)
 }
 
-/// Publishes every event of the file through `host`, at most `rate` per
-/// second if given, logging progress every second. Stops early when `stop`
-/// is set, and returns how many events were published.
+/// Publishes every event of `source` through `host`, at most `rate` per
+/// second if given, logging progress every second. Events from standard
+/// input are published as each line arrives. Stops early when `stop` is
+/// set, and returns how many events were published.
 pub fn publish(
     host: &Host,
-    path: &Path,
-    total: usize,
+    source: &Source,
+    total: Option<usize>,
     rate: Option<f64>,
     stop: &AtomicBool,
 ) -> Result<usize, ReplayError> {
@@ -62,8 +99,12 @@ pub fn publish(
     let mut last_report = started;
     let mut published = 0usize;
     let mut batch = Vec::with_capacity(BATCH);
-    let batch_size = rate.map_or(BATCH, |r| (r as usize).clamp(1, BATCH));
-    for_each_event(path, |mut event| {
+    let batch_size = match source {
+        Source::Stdin => 1,
+        Source::File(_) => rate.map_or(BATCH, |r| (r as usize).clamp(1, BATCH)),
+    };
+    let of_total = total.map_or(String::new(), |t| format!(" of {t}"));
+    for_each_event(source, |mut event| {
         if stop.load(Ordering::Relaxed) {
             return Ok(ControlFlow::Break(()));
         }
@@ -82,7 +123,7 @@ pub fn publish(
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let per_sec = published as f64 / started.elapsed().as_secs_f64();
-            tracing::info!("replay: published {published} of {total} events ({per_sec:.0}/s)");
+            tracing::info!("replay: published {published}{of_total} events ({per_sec:.0}/s)");
         }
         Ok(ControlFlow::Continue(()))
     })?;
@@ -99,17 +140,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Calls `f` with each event of the file until it breaks.
+/// Calls `f` with each event of the source until it breaks.
 fn for_each_event(
-    path: &Path,
+    source: &Source,
     mut f: impl FnMut(Event) -> Result<ControlFlow<()>, ReplayError>,
 ) -> Result<(), ReplayError> {
-    let file = path.display().to_string();
+    let file = source.name();
     let io = |source| ReplayError::Io {
         file: file.clone(),
         source,
     };
-    let reader = BufReader::new(File::open(path).map_err(io)?);
+    let reader = source.open()?;
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(io)?;
         if line.trim().is_empty() {
