@@ -16,7 +16,48 @@ pub struct Config {
     /// The file it was read from.
     pub source: PathBuf,
     pub host: HostConfig,
+    pub api: ApiConfig,
+    pub ledger: LedgerSettings,
     pub plugins: Vec<PluginEntry>,
+}
+
+/// The `[api]` table: the HTTP transaction API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// Largest request body accepted (413 beyond it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: "127.0.0.1:9984".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The `[ledger]` table: how blocks are cut.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Most transactions in one block.
+    pub max_block_size: usize,
+    /// Least time between blocks; 0 cuts a block as soon as the previous
+    /// one is written, so latency stays low and blocks grow with load.
+    pub block_interval_ms: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            max_block_size: 1000,
+            block_interval_ms: 0,
+        }
+    }
 }
 
 /// The `[host]` table.
@@ -75,6 +116,10 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 struct RawConfig {
     #[serde(default)]
     host: RawHost,
+    #[serde(default)]
+    api: ApiConfig,
+    #[serde(default)]
+    ledger: LedgerSettings,
     #[serde(default)]
     plugins: Vec<RawPlugin>,
 }
@@ -204,9 +249,14 @@ impl Config {
                 name: p.name,
             });
         }
+        if raw.ledger.max_block_size == 0 {
+            return Err(fail("[ledger] max_block_size must be at least 1".into()));
+        }
         Ok(Config {
             source: path.to_owned(),
             host,
+            api: raw.api,
+            ledger: raw.ledger,
             plugins,
         })
     }

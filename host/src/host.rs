@@ -151,6 +151,16 @@ impl Host {
         &self.advertised
     }
 
+    /// The store holding the event log and the chain.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Where events are published.
+    pub fn exchange(&self) -> &Arc<Exchange> {
+        &self.exchange
+    }
+
     /// The newest published sequence number.
     pub fn head(&self) -> u64 {
         self.exchange.head()

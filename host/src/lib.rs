@@ -5,6 +5,7 @@
 //! then publishes them through the [`exchange`] to each plugin's own queue;
 //! the [`plugin_manager`] loads the plugins and runs each on its own thread.
 
+pub mod api;
 pub mod config;
 pub mod exchange;
 pub mod host;

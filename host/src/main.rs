@@ -5,10 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use eventhost::api::{self, Api};
 use eventhost::config::Config;
 use eventhost::host::{self, Host, STORE_FILE, StartError};
+use eventhost::ledger::{Ledger, LedgerConfig};
 use eventhost::plugin_manager::{self, library_file_name};
 use eventhost::replay;
+use eventhost::store::Store;
 use tracing_subscriber::EnvFilter;
 
 /// A plugin host for ledger node events.
@@ -39,10 +44,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the host with the configured plugins until SIGINT or SIGTERM.
+    /// Run the node: the HTTP transaction API, the ledger and the plugins,
+    /// until SIGINT or SIGTERM.
     ///
-    /// On a signal the host stops publishing, lets every plugin drain its
-    /// queue, and tells it to stop (its queue ends). A plugin that makes no
+    /// Clients post transactions to the BigchainDB-compatible API (default
+    /// http://127.0.0.1:9984); each committed block is published to the
+    /// plugins as BLOCK_VALID, rejected transactions as BLOCK_INVALID. On a
+    /// signal the API stops, the ledger commits what it accepted, and every
+    /// plugin drains its queue and is told to stop. A plugin that makes no
     /// progress for `shutdown_timeout_ms` is abandoned.
     Run,
     /// Publish the events of a JSON-lines file to the configured plugins, then stop.
@@ -70,6 +79,16 @@ enum Command {
     },
     /// List the configured plugins and the library file each resolves to.
     Plugins,
+    /// Print the event log of the data directory as JSON lines, the form
+    /// `replay` reads. The host must not be running (the store is locked).
+    Events {
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Print at most this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -104,6 +123,7 @@ fn main() -> ExitCode {
         Command::Replay { file, rate } => replay(&config, &file, rate),
         Command::CheckConfig { .. } => check_config(&config),
         Command::Plugins => list_plugins(&config),
+        Command::Events { from, limit } => print_events(&config, from, limit),
     }
 }
 
@@ -138,16 +158,68 @@ fn run(config: &Config) -> ExitCode {
         Ok(host) => host,
         Err(code) => return code,
     };
-    tracing::info!(
-        plugins = host.plugins().len(),
-        "eventhost running; stop it with Ctrl-C or SIGTERM"
-    );
-    match wait_for_signal() {
-        Ok(signal) => tracing::info!("{signal} received"),
-        Err(e) => tracing::error!("cannot wait for signals: {e}; stopping"),
-    }
+    let code = match serve(config, &host) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    };
     host.shutdown();
-    ExitCode::SUCCESS
+    code
+}
+
+/// Runs the ledger and the HTTP API until a signal, then stops them in
+/// order: no new requests, then the ledger commits what it accepted.
+fn serve(config: &Config, host: &Host) -> Result<(), String> {
+    let ledger = Ledger::start(
+        host.store().clone(),
+        host.exchange().clone(),
+        LedgerConfig {
+            max_block_size: config.ledger.max_block_size,
+            block_interval: Duration::from_millis(config.ledger.block_interval_ms),
+        },
+    )
+    .map_err(|e| format!("cannot start the ledger: {e}"))?;
+    let ledger = Arc::new(ledger);
+    let router = api::router(Arc::new(Api {
+        ledger: ledger.clone(),
+        store: host.store().clone(),
+        advertised: host.advertised().clone(),
+        max_body_bytes: config.api.max_body_bytes,
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()
+        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
+    let served = runtime.block_on(async {
+        let bind = &config.api.bind;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| format!("cannot listen on {bind}: {e}; set [api] bind"))?;
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| bind.clone(), |a| a.to_string());
+        tracing::info!(
+            plugins = host.plugins().len(),
+            "eventhost running; HTTP API on http://{address}; stop it with Ctrl-C or SIGTERM"
+        );
+        api::serve(listener, router, async {
+            match shutdown_signal().await {
+                Ok(signal) => tracing::info!("{signal} received"),
+                Err(e) => tracing::error!("cannot wait for signals: {e}; stopping"),
+            }
+        })
+        .await
+        .map_err(|e| format!("the HTTP API failed: {e}"))
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match Arc::try_unwrap(ledger) {
+        Ok(ledger) => ledger.shutdown(),
+        Err(_) => tracing::warn!("requests still hold the ledger; it stops with the process"),
+    }
+    served
 }
 
 fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
@@ -202,6 +274,39 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
     }
     host.shutdown();
     code
+}
+
+fn print_events(config: &Config, from: u64, limit: Option<usize>) -> ExitCode {
+    use std::io::Write;
+    let store = match Store::open(&config.host.data_dir.join(STORE_FILE)) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut next = from.max(1);
+    let mut left = limit.unwrap_or(usize::MAX);
+    while left > 0 {
+        let batch = match store.read(next, left.min(1024)) {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let Some(last) = batch.last() else { break };
+        next = last.seq + 1;
+        left -= batch.len();
+        for event in &batch {
+            if writeln!(out, "{}", event.to_json()).is_err() {
+                // The reader went away (e.g. `| head`): not an error.
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn check_config(config: &Config) -> ExitCode {
@@ -313,23 +418,26 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
     }
 }
 
+/// Blocks until SIGINT or SIGTERM.
 fn wait_for_signal() -> std::io::Result<&'static str> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
-                _ = term.recv() => Ok("SIGTERM"),
-            }
+        .build()?
+        .block_on(shutdown_signal())
+}
+
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
         }
-        #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
-        }
-    })
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+    }
 }

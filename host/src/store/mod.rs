@@ -2,8 +2,12 @@
 //!
 //! It holds the event log, every published event under its sequence number,
 //! written before any plugin sees it, so a plugin that falls behind (or a
-//! later reader) gets every event back in order; and each plugin's cursor,
-//! the last event it finished, so a restarted plugin resumes after it.
+//! later reader) gets every event back in order; each plugin's cursor, the
+//! last event it finished, so a restarted plugin resumes after it; and the
+//! ledger's chain (see [`chain`]), written in the same transaction as the
+//! events a block produces.
+
+pub mod chain;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,12 @@ pub struct Store {
     path: PathBuf,
 }
 
+impl Store {
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+}
+
 #[derive(Serialize)]
 struct RecordRef<'a> {
     event_type: u32,
@@ -69,11 +79,17 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| db_err(redb::Error::Io(e)))?;
         }
-        let db = Database::create(path).map_err(|e| db_err(e.into()))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => db_err(redb::Error::Io(std::io::Error::other(
+                "it is in use by another process (is an eventhost running on this data directory?)",
+            ))),
+            other => db_err(other.into()),
+        })?;
         // Create the tables up front so readers never meet a missing table.
         let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
         txn.open_table(EVENTS).map_err(|e| db_err(e.into()))?;
         txn.open_table(CURSORS).map_err(|e| db_err(e.into()))?;
+        chain::create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(|e| db_err(e.into()))?;
         Ok(Store {
             db,
@@ -81,7 +97,7 @@ impl Store {
         })
     }
 
-    fn err(&self, source: impl Into<redb::Error>) -> StoreError {
+    pub(crate) fn err(&self, source: impl Into<redb::Error>) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
             source: source.into(),
@@ -100,20 +116,7 @@ impl Store {
     /// one transaction; on return their `seq` fields are set.
     pub fn append(&self, events: &mut [Event]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut table = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
-            let mut seq = table
-                .last()
-                .map_err(|e| self.err(e))?
-                .map_or(0, |(k, _)| k.value());
-            let mut buf = Vec::new();
-            for event in events.iter_mut() {
-                seq += 1;
-                event.seq = seq;
-                encode(event, &mut buf);
-                table.insert(seq, buf.as_slice()).map_err(|e| self.err(e))?;
-            }
-        }
+        append_events(&txn, events).map_err(|e| self.err(e))?;
         txn.commit().map_err(|e| self.err(e))
     }
 
@@ -156,6 +159,23 @@ impl Store {
         }
         txn.commit().map_err(|e| self.err(e))
     }
+}
+
+/// Appends `events` to the log inside `txn`, numbering them.
+pub(crate) fn append_events(
+    txn: &redb::WriteTransaction,
+    events: &mut [Event],
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(EVENTS)?;
+    let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
+    let mut buf = Vec::new();
+    for event in events.iter_mut() {
+        seq += 1;
+        event.seq = seq;
+        encode(event, &mut buf);
+        table.insert(seq, buf.as_slice())?;
+    }
+    Ok(())
 }
 
 fn encode(event: &Event, buf: &mut Vec<u8>) {

@@ -1,0 +1,133 @@
+//! `POST /api/v1/transactions`, `GET /api/v1/transactions/{id}` and
+//! `GET /api/v1/transactions?asset_id=`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::Api;
+use super::error::ApiError;
+use super::params::{self, Params};
+use crate::ledger::transaction::Transaction;
+use crate::ledger::{Mode, Outcome};
+
+pub(super) type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+pub(super) fn query(pairs: QueryPairs) -> Result<Params, ApiError> {
+    pairs
+        .map(|Query(pairs)| Params::new(pairs))
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+fn mode(value: Option<String>) -> Result<Mode, ApiError> {
+    match value.as_deref() {
+        None | Some("async") => Ok(Mode::Async),
+        Some("sync") => Ok(Mode::Sync),
+        Some("commit") => Ok(Mode::Commit),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "mode: Mode must be \"async\", \"sync\" or \"commit\", not `{other}`"
+        ))),
+    }
+}
+
+/// A JSON array of stored transaction JSON texts, without re-parsing them.
+pub(super) fn json_array(items: &[String]) -> Response {
+    let mut body = String::with_capacity(2 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+    body.push('[');
+    body.push_str(&items.join(","));
+    body.push(']');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+pub async fn post(
+    State(api): State<Arc<Api>>,
+    pairs: QueryPairs,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut params = query(pairs)?;
+    let mode = mode(params.optional("mode"))?;
+    params.finish()?;
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than this node accepts ({} bytes, [api] max_body_bytes)",
+                api.max_body_bytes
+            ),
+        ),
+        status => ApiError::new(status, format!("request body: {e}")),
+    })?;
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Failed to decode JSON object: {e}")))?;
+    // Signature checks cost tens of microseconds: keep them off the I/O threads.
+    let checked = tokio::task::spawn_blocking(move || Transaction::parse(json))
+        .await
+        .map_err(ApiError::internal)?;
+    let tx = checked.map_err(|rejected| ApiError::bad_request(rejected.to_string()))?;
+    let echo = tx.json.clone();
+    let outcome = api
+        .ledger
+        .submit(tx, mode)
+        .await
+        .unwrap_or_else(|_| Outcome::Unavailable("the ledger stopped".into()));
+    match outcome {
+        Outcome::Accepted | Outcome::Committed { .. } => Ok((StatusCode::ACCEPTED, Json(echo))),
+        Outcome::Rejected(rejected) => Err(ApiError::bad_request(rejected.to_string())),
+        Outcome::Unavailable(reason) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the transaction was not accepted: {reason}"),
+        )),
+    }
+}
+
+pub async fn get(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match api.store.transaction(&id).map_err(ApiError::internal)? {
+        Some(tx) => Ok(([(header::CONTENT_TYPE, "application/json")], tx.json).into_response()),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+/// BigchainDB's `asset_id=` and Planetmint's repeatable `asset_ids=`.
+pub async fn list(State(api): State<Arc<Api>>, pairs: QueryPairs) -> Result<Response, ApiError> {
+    let mut params = query(pairs)?;
+    let mut assets: Vec<String> = params
+        .optional("asset_id")
+        .into_iter()
+        .chain(params.all("asset_ids"))
+        .map(|a| params::txid("asset_id", &a))
+        .collect::<Result<_, _>>()?;
+    assets.dedup();
+    if assets.is_empty() {
+        return Err(ApiError::bad_request(
+            "asset_id: Missing required parameter in the query string",
+        ));
+    }
+    let operation = params
+        .optional("operation")
+        .map(|op| params::operation(&op))
+        .transpose()?;
+    let last_only = params
+        .optional("last_tx")
+        .map(|v| params::boolean("last_tx", &v))
+        .transpose()?
+        .unwrap_or(false);
+    params.finish()?;
+    let mut found = Vec::new();
+    for asset in &assets {
+        let txs = api
+            .store
+            .asset_transactions(asset, operation, last_only)
+            .map_err(ApiError::internal)?;
+        found.extend(txs);
+    }
+    Ok(json_array(&found))
+}
