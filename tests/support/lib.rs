@@ -85,7 +85,7 @@ impl Sandbox {
     /// plugins and stops quickly, followed by `plugins` (TOML text).
     pub fn config(&self, plugins: &str) -> PathBuf {
         let text = format!(
-            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\n\n{plugins}",
+            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\n\n[api]\nbind = \"127.0.0.1:0\"\n\n{plugins}",
             build_dir().display().to_string()
         );
         self.write("config.toml", &text)
@@ -226,6 +226,24 @@ impl Running {
         );
     }
 
+    /// The HTTP API of a host started with `run`, once it listens.
+    pub fn http(&mut self) -> Http {
+        const MARK: &str = "HTTP API on http://";
+        self.wait_for_log(MARK, Duration::from_secs(30));
+        let log = self.log();
+        let address = log
+            .split(MARK)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| c == ';' || c.is_whitespace()).next())
+            .expect("address after the mark")
+            .to_owned();
+        Http::new(&format!("http://{address}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: i32) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
@@ -254,6 +272,48 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A small HTTP client for the host's API: every status is returned, not
+/// raised, so tests can assert on error responses.
+pub struct Http {
+    agent: ureq::Agent,
+    pub base: String,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Http {
+            agent,
+            base: base.to_owned(),
+        }
+    }
+
+    fn finish(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+        let mut response = response.expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        Self::finish(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .send(body),
+        )
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
+use std::time::{Duration, Instant};
 
 use eventhost_plugin_api::prelude::*;
 use serde::Deserialize;
@@ -30,6 +31,9 @@ enum Format {
     Json,
 }
 
+/// How long written lines may wait in the buffer under constant load.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 fn run(ctx: Context, events: Events) -> Result<(), String> {
     let config: Config = ctx.config()?;
     let mut out: Box<dyn Write> = match config.output.as_deref() {
@@ -42,14 +46,26 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
                 .map_err(|e| format!("cannot open output file {path}: {e}"))?,
         )),
     };
+    // An event is done once its line is flushed, not when the next one is
+    // received: otherwise a crash could lose lines the host counts as done.
+    events.use_explicit_acks();
     ctx.ready();
+    let mut written = None;
+    let mut flushed_at = Instant::now();
+    let flush = |out: &mut Box<dyn Write>, written: &mut Option<u64>| -> Result<(), String> {
+        out.flush()
+            .map_err(|e| format!("cannot write output: {e}"))?;
+        if let Some(seq) = written.take() {
+            events.ack(seq);
+        }
+        Ok(())
+    };
     loop {
         // Flush while idle, not per event, so bursts are written in one go.
-        let event = match events.recv_timeout(std::time::Duration::from_millis(50)) {
+        let event = match events.recv_timeout(Duration::from_millis(50)) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => {
-                out.flush()
-                    .map_err(|e| format!("cannot write output: {e}"))?;
+                flush(&mut out, &mut written)?;
                 continue;
             }
             Err(RecvTimeoutError::Closed) => break,
@@ -59,8 +75,13 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
             Format::Text => describe(&event),
         };
         writeln!(out, "{line}").map_err(|e| format!("cannot write output: {e}"))?;
+        written = Some(event.seq);
+        if flushed_at.elapsed() >= FLUSH_EVERY {
+            flush(&mut out, &mut written)?;
+            flushed_at = Instant::now();
+        }
     }
-    out.flush().map_err(|e| format!("cannot write output: {e}"))
+    flush(&mut out, &mut written)
 }
 
 fn describe(event: &Event) -> String {
