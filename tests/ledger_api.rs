@@ -167,7 +167,7 @@ fn edited(tx: &Value, edit: impl Fn(&mut Value)) -> String {
 fn bad_input_gets_a_clear_error_never_a_500() {
     let s = Sandbox::new();
     printer_config(&s);
-    let (mut host, http) = start(&s);
+    let (host, http) = start(&s);
     let alice = Keypair::from_seed([9; 32]);
     let good = builder::create(
         &alice,
@@ -318,7 +318,7 @@ fn nothing_acknowledged_is_lost_across_kill_9() {
         acknowledged.len()
     );
 
-    let (mut host, http) = start(&s);
+    let (host, http) = start(&s);
     // Transactions accepted but not yet in a block are committed after restart.
     let deadline = Instant::now() + Duration::from_secs(20);
     let missing = |http: &Http| -> Vec<String> {
