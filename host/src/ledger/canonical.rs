@@ -53,7 +53,7 @@ pub fn write(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// [`write`] into a fresh string, for callers that hash or compare text.
+/// [`write()`] into a fresh string, for callers that hash or compare text.
 pub fn to_string(value: &Value) -> String {
     let mut out = Vec::with_capacity(1024);
     write(value, &mut out);
