@@ -104,3 +104,61 @@ fn ids_match_the_drivers() {
         }
     }
 }
+
+#[test]
+fn a_reordered_threshold_fulfillment_cannot_give_a_second_id() {
+    use eventhost::ledger::conditions::Fulfillment;
+    use eventhost::ledger::transaction::id_of;
+    let vector = vectors("bigchaindb-2.0")
+        .into_iter()
+        .find(|v| v["name"] == "transfer-threshold-2of2")
+        .unwrap();
+    let mut tx = vector["transaction"].clone();
+    let uri = tx["inputs"][0]["fulfillment"].as_str().unwrap().to_owned();
+    let Fulfillment::Threshold {
+        mut subfulfillments,
+        subconditions,
+    } = Fulfillment::from_uri(&uri).unwrap()
+    else {
+        panic!("not a threshold fulfillment");
+    };
+    subfulfillments.reverse();
+    // Encode the reversed set by hand: to_uri would sort it back.
+    let reordered = Fulfillment::Threshold {
+        subfulfillments,
+        subconditions,
+    };
+    let sorted = reordered.to_uri();
+    assert_eq!(sorted, uri, "to_uri writes the canonical order");
+    let der = base64_url_decode(&uri);
+    let swapped = swap_set_elements(&der);
+    tx["inputs"][0]["fulfillment"] = Value::String(base64_url_encode(&swapped));
+    tx["id"] = Value::String(id_of(&tx));
+    let err = Transaction::parse(tx).unwrap_err();
+    assert_eq!(err.rule, Rule::InvalidSignature);
+    assert!(err.message.contains("canonical DER"), "{err}");
+}
+
+fn base64_url_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+fn base64_url_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Swaps the two Ed25519 fulfillments (each `a4 64 …`, 102 bytes) inside a
+/// 2-of-2 threshold fulfillment's subfulfillment set.
+fn swap_set_elements(der: &[u8]) -> Vec<u8> {
+    let first = der.windows(2).position(|w| w == [0xa4, 0x64]).unwrap();
+    let (a, b) = (first, first + 102);
+    assert_eq!(&der[b..b + 2], [0xa4, 0x64]);
+    let mut out = der.to_vec();
+    out[a..a + 102].copy_from_slice(&der[b..b + 102]);
+    out[b..b + 102].copy_from_slice(&der[a..a + 102]);
+    out
+}

@@ -597,12 +597,25 @@ fn check_inputs(inputs: &Value, operation: Operation) -> Result<Vec<Input>> {
                 }
             };
             let fulfillment = match obj.get("fulfillment") {
-                Some(Value::String(uri)) => Fulfillment::from_uri(uri).map_err(|e| {
-                    Rejected::new(
-                        Rule::InvalidSignature,
-                        format!("Fulfillment URI couldn't been parsed ({what}: {e})"),
-                    )
-                })?,
+                Some(Value::String(uri)) => {
+                    let fulfillment = Fulfillment::from_uri(uri).map_err(|e| {
+                        Rejected::new(
+                            Rule::InvalidSignature,
+                            format!("Fulfillment URI couldn't been parsed ({what}: {e})"),
+                        )
+                    })?;
+                    // The id covers the fulfillment text but no signature
+                    // does: a reordered DER set would give anyone a second
+                    // id for the same signed transaction. The drivers always
+                    // write the canonical form.
+                    if fulfillment.to_uri() != *uri {
+                        return Err(Rejected::new(
+                            Rule::InvalidSignature,
+                            format!("{what}.fulfillment is not in canonical DER form"),
+                        ));
+                    }
+                    fulfillment
+                }
                 Some(Value::Object(_)) => {
                     return Err(Rejected::new(
                         Rule::InvalidSignature,
