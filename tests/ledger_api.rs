@@ -384,3 +384,95 @@ fn nothing_acknowledged_is_lost_across_kill_9() {
         .collect();
     assert_eq!(printed, seqs.iter().copied().collect());
 }
+
+#[test]
+fn a_plugin_that_always_crashes_backs_off_then_is_reported_failed() {
+    let s = Sandbox::new();
+    s.config(&format!(
+        "[[plugins]]\nname = \"printer\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n\n[[plugins]]\nname = \"crashy\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"panic\"\nat = 1\noutput = {:?}\n",
+        s.path("events.jsonl"),
+        s.path("crashy.txt"),
+    ));
+    let (mut host, http) = start(&s);
+    let alice = Keypair::from_seed([12; 32]);
+    let tx = builder::create(&alice, &[(alice.public_key(), 1)], Value::Null, Value::Null);
+    assert_eq!(
+        http.post("/api/v1/transactions?mode=commit", &tx.to_string())
+            .0,
+        202
+    );
+    host.wait_for_log("gave up after 5 failures", Duration::from_secs(30));
+
+    let (status, plugins) = http.get("/api/v1/plugins");
+    assert_eq!(status, 200);
+    let crashy = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "crashy")
+        .unwrap();
+    assert_eq!(crashy["state"], "failed", "{crashy}");
+    assert_eq!(crashy["restarts"], 4, "{crashy}");
+    assert_eq!(crashy["isolation"], "thread");
+    assert_eq!(
+        crashy["api_version"],
+        eventhost_plugin_api::API_VERSION.to_string()
+    );
+    assert!(
+        crashy["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate panic"),
+        "{crashy}"
+    );
+    assert!(
+        crashy["failure"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 5 failures")
+    );
+    let printer = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "printer")
+        .unwrap();
+    assert_eq!(
+        (printer["state"].as_str(), printer["lag"].as_u64()),
+        (Some("running"), Some(0))
+    );
+
+    // The backoff doubled between the restarts.
+    let log = host.log();
+    let delays: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("restarting the plugin in"))
+        .map(|l| {
+            l.split("restarting the plugin in ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(delays, ["10 ms", "20 ms", "40 ms", "80 ms"]);
+    // The host is fine.
+    let again = builder::create(
+        &alice,
+        &[(alice.public_key(), 1)],
+        json!({"n": 2}),
+        Value::Null,
+    );
+    assert_eq!(
+        http.post("/api/v1/transactions?mode=commit", &again.to_string())
+            .0,
+        202
+    );
+    assert_eq!(recorded(&s, 2).len(), 2);
+    assert!(
+        std::fs::read_to_string(s.path("crashy.txt"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+}

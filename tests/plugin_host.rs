@@ -158,6 +158,15 @@ fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
 }
 
 #[test]
+fn a_plugin_built_against_plugin_api_1_1_still_runs() {
+    check_readme_guide_plugin(
+        "hello_1_1",
+        &repo_root().join("tests/compat/plugin-api-1.1.0"),
+        "1.1.0",
+    );
+}
+
+#[test]
 fn a_plugin_built_against_plugin_api_1_0_still_runs() {
     check_readme_guide_plugin(
         "hello_1_0",
@@ -412,8 +421,19 @@ output = {valid:?}
     let valid = read_jsonl(&s.path("valid.jsonl"));
     assert_eq!(seqs_and_types(&valid), expected(2000, 9, &["BLOCK_VALID"]));
 
-    let panicky = std::fs::read_to_string(s.path("panicky.txt")).unwrap();
-    assert_eq!(panicky.lines().count(), 9, "{panicky}");
+    // It panics on every 10th event of a run and is restarted after the
+    // last event it finished, until it is given up after 5 failures.
+    let panicky: Vec<u64> = std::fs::read_to_string(s.path("panicky.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(panicky, (1..=45).collect::<Vec<_>>());
+    assert!(
+        run.stderr.contains("gave up after 5 failures"),
+        "{}",
+        run.stderr
+    );
     let failed = run
         .stderr
         .lines()
@@ -431,6 +451,34 @@ output = {valid:?}
         .find(|l| l.contains("abandoning it"))
         .unwrap();
     assert!(abandoned.contains("plugin=stuck"), "{abandoned}");
+}
+
+#[test]
+fn a_panicking_plugin_is_restarted_and_sees_every_event_once_in_order() {
+    let s = Sandbox::new();
+    s.config(&format!(
+        "[[plugins]]\nname = \"panicky\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"panic\"\nat = 10\noutput = {:?}\n",
+        s.path("seen.txt")
+    ));
+    let config = std::fs::read_to_string(s.path("config.toml")).unwrap();
+    s.write(
+        "config.toml",
+        &config.replace("[host]\n", "[host]\nrestart_max_failures = 100\n"),
+    );
+    let run = s.run(&["replay", s.events(35, 0).to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    let seen: Vec<u64> = std::fs::read_to_string(s.path("seen.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(seen, (1..=35).collect::<Vec<_>>());
+    assert_eq!(
+        run.stderr.matches("restarting the plugin").count(),
+        3,
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

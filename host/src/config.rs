@@ -73,6 +73,8 @@ pub struct HostConfig {
     pub shutdown_timeout: Duration,
     /// Default log filter (`RUST_LOG` overrides it).
     pub log: String,
+    /// When failed plugins are restarted.
+    pub restart: crate::plugin_manager::RestartPolicy,
 }
 
 /// One `[[plugins]]` entry.
@@ -132,6 +134,10 @@ struct RawHost {
     startup_timeout_ms: u64,
     shutdown_timeout_ms: u64,
     log: String,
+    restart_backoff_ms: u64,
+    restart_max_backoff_ms: u64,
+    restart_max_failures: usize,
+    restart_window_ms: u64,
 }
 
 impl Default for RawHost {
@@ -142,6 +148,10 @@ impl Default for RawHost {
             startup_timeout_ms: 10_000,
             shutdown_timeout_ms: 2_000,
             log: "info".into(),
+            restart_backoff_ms: 100,
+            restart_max_backoff_ms: 30_000,
+            restart_max_failures: 5,
+            restart_window_ms: 60_000,
         }
     }
 }
@@ -201,6 +211,12 @@ impl Config {
             startup_timeout: Duration::from_millis(raw.host.startup_timeout_ms),
             shutdown_timeout: Duration::from_millis(raw.host.shutdown_timeout_ms),
             log: raw.host.log,
+            restart: crate::plugin_manager::RestartPolicy {
+                initial_backoff: Duration::from_millis(raw.host.restart_backoff_ms),
+                max_backoff: Duration::from_millis(raw.host.restart_max_backoff_ms),
+                max_failures: raw.host.restart_max_failures.max(1),
+                window: Duration::from_millis(raw.host.restart_window_ms),
+            },
         };
         let mut plugins: Vec<PluginEntry> = Vec::with_capacity(raw.plugins.len());
         for (i, p) in raw.plugins.into_iter().enumerate() {

@@ -10,7 +10,7 @@
 //! reads costs one full queue of shared references and nothing else.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use eventhost_plugin_api::ffi::{HostQueue, Received};
 use eventhost_plugin_api::{Event, EventTypes, SharedEvent};
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Events read from the log per catch-up step: large enough to amortize a
@@ -27,11 +28,14 @@ const CATCH_UP_BATCH: usize = 256;
 
 pub struct Exchange {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     /// The publish lock: held while an event is handed out, and while a
     /// catching-up plugin switches back to its live queue.
     subscribers: Mutex<Vec<Subscriber>>,
     /// The newest published sequence number.
     head: AtomicU64,
+    /// Set by `close`: nothing more is published.
+    closed: AtomicBool,
 }
 
 struct Subscriber {
@@ -54,6 +58,10 @@ pub struct Progress {
     finished: AtomicU64,
     /// Whether only explicit acknowledgements finish events.
     explicit_acks: AtomicBool,
+    /// Events waiting in the subscriber's in-memory queue.
+    queued: AtomicUsize,
+    /// Events handed to the subscriber.
+    count: AtomicU64,
 }
 
 impl Progress {
@@ -67,6 +75,16 @@ impl Progress {
         self.finished.load(Ordering::Acquire)
     }
 
+    /// How many events were handed to the subscriber.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Events waiting in the subscriber's in-memory queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// Receiving finishes what was received before, unless acks are explicit.
     fn finish_delivered(&self) {
         if !self.explicit_acks.load(Ordering::Acquire) {
@@ -77,12 +95,17 @@ impl Progress {
 
 impl Exchange {
     /// An exchange whose history is the store's event log.
-    pub fn new(store: Arc<Store>) -> Result<Arc<Exchange>, crate::store::StoreError> {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Exchange>, crate::store::StoreError> {
         let head = store.last_seq()?;
         Ok(Arc::new(Exchange {
             store,
+            metrics,
             subscribers: Mutex::new(Vec::new()),
             head: AtomicU64::new(head),
+            closed: AtomicBool::new(false),
         }))
     }
 
@@ -97,7 +120,8 @@ impl Exchange {
     }
 
     /// A queue that receives every event of the `mask` types after event
-    /// `after`: first the ones already in the log, then live ones.
+    /// `after`: first the ones already in the log, then live ones. After
+    /// `close`, it receives what is in the log and then ends.
     pub fn subscribe(
         self: &Arc<Self>,
         plugin: &str,
@@ -114,13 +138,15 @@ impl Exchange {
         if after < self.head.load(Ordering::Acquire) {
             progress.behind_from.store(after + 1, Ordering::Release);
         }
-        subscribers.push(Subscriber {
-            plugin: plugin.to_owned(),
-            mask,
-            capacity,
-            tx,
-            progress: progress.clone(),
-        });
+        if !self.closed.load(Ordering::Acquire) {
+            subscribers.push(Subscriber {
+                plugin: plugin.to_owned(),
+                mask,
+                capacity,
+                tx,
+                progress: progress.clone(),
+            });
+        }
         Queue {
             exchange: self.clone(),
             rx,
@@ -134,6 +160,10 @@ impl Exchange {
     pub fn publish(&self, event: Event) {
         let event_type = event.event_type;
         let seq = event.seq;
+        self.metrics
+            .events_published
+            .get_or_create(&vec![("type".to_owned(), event_type.name().to_owned())])
+            .inc();
         let event = RArc::new(event);
         let mut subscribers = self.lock();
         debug_assert!(
@@ -146,7 +176,10 @@ impl Exchange {
                 return true;
             }
             match s.tx.try_send(event.clone()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    s.progress.queued.fetch_add(1, Ordering::AcqRel);
+                    true
+                }
                 Err(TrySendError::Full(_)) => {
                     s.progress.behind_from.store(seq, Ordering::Release);
                     tracing::warn!(
@@ -164,7 +197,9 @@ impl Exchange {
 
     /// Ends every queue once the subscriber has received what was published.
     pub fn close(&self) {
-        self.lock().clear();
+        let mut subscribers = self.lock();
+        self.closed.store(true, Ordering::Release);
+        subscribers.clear();
     }
 }
 
@@ -185,8 +220,14 @@ impl Queue {
         self.progress.clone()
     }
 
+    fn deliver_queued(&self, event: SharedEvent) -> Received {
+        self.progress.queued.fetch_sub(1, Ordering::AcqRel);
+        self.deliver(event)
+    }
+
     fn deliver(&self, event: SharedEvent) -> Received {
         self.progress.delivered.store(event.seq, Ordering::Release);
+        self.progress.count.fetch_add(1, Ordering::AcqRel);
         Received::Event(event)
     }
 
@@ -231,7 +272,7 @@ impl Queue {
                 return self.deliver(event);
             }
             match self.rx.try_recv() {
-                Ok(event) => return self.deliver(event),
+                Ok(event) => return self.deliver_queued(event),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             }
             // The live queue is empty: only now may missed events follow.
@@ -245,7 +286,7 @@ impl Queue {
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(event) => return self.deliver(event),
+                Ok(event) => return self.deliver_queued(event),
                 Err(RecvTimeoutError::Timeout) => return Received::Timeout,
                 Err(RecvTimeoutError::Disconnected) => {
                     if self.progress.behind_from.load(Ordering::Acquire) == 0 {
@@ -291,7 +332,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
-        let exchange = Exchange::new(store.clone()).unwrap();
+        let exchange = Exchange::new(store.clone(), Arc::new(Metrics::new())).unwrap();
         Fixture {
             _dir: dir,
             store,
@@ -420,6 +461,18 @@ mod tests {
             2,
             "acked past what was delivered"
         );
+    }
+
+    #[test]
+    fn a_queue_made_after_close_catches_up_then_ends() {
+        let f = fixture();
+        for h in 1..=3 {
+            f.publish(BLOCK_VALID, h);
+        }
+        f.exchange.close();
+        let late = f.exchange.subscribe("late", BLOCK_VALID.into(), 8, 1);
+        assert_eq!(drain(&late).len(), 2);
+        assert!(matches!(late.recv(u64::MAX), Received::Closed));
     }
 
     #[test]

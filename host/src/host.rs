@@ -9,8 +9,11 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use eventhost_plugin_api::Event;
 
 use crate::config::Config;
-use crate::exchange::{Exchange, Progress};
-use crate::plugin_manager::{self, Advertised, LoadError, PluginManager, RunningPlugin, State};
+use crate::exchange::Exchange;
+use crate::metrics::Metrics;
+use crate::plugin_manager::{
+    self, Advertised, LoadError, PluginManager, PluginRecord, Services, State,
+};
 use crate::store::{Store, StoreError};
 
 /// How often plugin cursors are written to the store. After a crash a plugin
@@ -32,10 +35,8 @@ pub enum StartError {
 }
 
 pub struct Host {
-    store: Arc<Store>,
-    exchange: Arc<Exchange>,
+    services: Services,
     plugins: PluginManager,
-    advertised: Arc<Advertised>,
     cursors: CursorFlusher,
     config: Config,
 }
@@ -68,7 +69,8 @@ impl Host {
         }
 
         let store = Arc::new(Store::open(store_path)?);
-        let exchange = Exchange::new(store.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let exchange = Exchange::new(store.clone(), metrics.clone())?;
         let head = exchange.head();
         let mut with_cursors = Vec::with_capacity(loaded.len());
         let mut new_cursors = Vec::new();
@@ -95,33 +97,42 @@ impl Host {
         let fresh: Vec<(&str, u64)> = new_cursors.iter().map(|n| (n.as_str(), head)).collect();
         store.save_cursors(&fresh)?;
 
-        let advertised = Arc::new(Advertised::default());
-        let plugins = PluginManager::start(with_cursors, &exchange, &advertised);
-        let cursors = CursorFlusher::start(store.clone(), &plugins);
-        let host = Host {
-            store,
+        let services = Services {
+            store: store.clone(),
             exchange,
+            advertised: Arc::new(Advertised::default()),
+            metrics,
+        };
+        let plugins = PluginManager::start(with_cursors, &services, &config.host.restart);
+        let cursors = CursorFlusher::start(store, plugins.records().clone());
+        let host = Host {
+            services,
             plugins,
-            advertised,
             cursors,
             config: config.clone(),
         };
         let mut failure = None;
         for (p, state) in host.plugins.wait_started(config.host.startup_timeout) {
-            match state {
-                State::Running | State::Stopped => {}
-                State::Starting => tracing::warn!(
-                    plugin = %p.name(),
-                    "plugin has not reported ready after {} ms; going on",
-                    config.host.startup_timeout.as_millis()
-                ),
-                State::Failed(reason) if p.plugin.entry.required && failure.is_none() => {
-                    failure = Some(StartError::PluginFailed {
-                        plugin: p.name().to_owned(),
-                        reason,
-                    });
+            // A plugin that fails while starting is a plugin that did not
+            // start, whether or not it would be restarted.
+            let reason = match state {
+                State::Running | State::Stopped => continue,
+                State::Starting => {
+                    tracing::warn!(
+                        plugin = %p.name(),
+                        "plugin has not reported ready after {} ms; going on",
+                        config.host.startup_timeout.as_millis()
+                    );
+                    continue;
                 }
-                State::Failed(_) => {}
+                State::Failed(reason) => reason,
+                State::Restarting => p.last_error().unwrap_or_default(),
+            };
+            if p.plugin.entry.required && failure.is_none() {
+                failure = Some(StartError::PluginFailed {
+                    plugin: p.name().to_owned(),
+                    reason,
+                });
             }
         }
         match failure {
@@ -135,35 +146,22 @@ impl Host {
 
     /// Writes the events to the event log, numbering them, then publishes them.
     pub fn publish(&self, mut events: Vec<Event>) -> Result<(), StoreError> {
-        self.store.append(&mut events)?;
+        self.services.store.append(&mut events)?;
         for event in events {
-            self.exchange.publish(event);
+            self.services.exchange.publish(event);
         }
         Ok(())
     }
 
-    pub fn plugins(&self) -> &[RunningPlugin] {
-        self.plugins.plugins()
+    /// Every configured plugin that loaded, and how it is doing.
+    pub fn plugins(&self) -> &Arc<[Arc<PluginRecord>]> {
+        self.plugins.records()
     }
 
-    /// The URLs the plugins advertise.
-    pub fn advertised(&self) -> &Arc<Advertised> {
-        &self.advertised
-    }
-
-    /// The store holding the event log and the chain.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
-    /// Where events are published.
-    pub fn exchange(&self) -> &Arc<Exchange> {
-        &self.exchange
-    }
-
-    /// The newest published sequence number.
-    pub fn head(&self) -> u64 {
-        self.exchange.head()
+    /// What the host shares with its plugins and its API: the store, the
+    /// exchange, advertised links, metrics.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// Tells every plugin to stop once its queue is drained, waits for
@@ -171,7 +169,7 @@ impl Host {
     pub fn shutdown(self) {
         tracing::info!("stopping plugins");
         self.plugins
-            .shutdown(&self.exchange, self.config.host.shutdown_timeout);
+            .shutdown(&self.services.exchange, self.config.host.shutdown_timeout);
         self.cursors.stop();
         tracing::info!("stopped");
     }
@@ -184,21 +182,16 @@ struct CursorFlusher {
 }
 
 impl CursorFlusher {
-    fn start(store: Arc<Store>, plugins: &PluginManager) -> CursorFlusher {
-        let plugins: Vec<(String, Arc<Progress>, u64)> = plugins
-            .plugins()
-            .iter()
-            .map(|p| (p.name().to_owned(), p.progress(), p.finished()))
-            .collect();
+    fn start(store: Arc<Store>, plugins: Arc<[Arc<PluginRecord>]>) -> CursorFlusher {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::spawn(move || {
-            let mut plugins = plugins;
+            let mut saved: Vec<u64> = plugins.iter().map(|p| p.progress().finished()).collect();
             loop {
                 let last_round = match stopped.recv_timeout(CURSOR_FLUSH_INTERVAL) {
                     Err(RecvTimeoutError::Timeout) => false,
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
                 };
-                flush_cursors(&store, &mut plugins);
+                flush_cursors(&store, &plugins, &mut saved);
                 if last_round {
                     return;
                 }
@@ -213,24 +206,20 @@ impl CursorFlusher {
     }
 }
 
-fn flush_cursors(store: &Store, plugins: &mut [(String, Arc<Progress>, u64)]) {
+fn flush_cursors(store: &Store, plugins: &[Arc<PluginRecord>], saved: &mut [u64]) {
     // One snapshot: a cursor that moves while we write is caught next round.
-    let now: Vec<u64> = plugins.iter().map(|(_, p, _)| p.finished()).collect();
+    let now: Vec<u64> = plugins.iter().map(|p| p.progress().finished()).collect();
     let changed: Vec<(&str, u64)> = plugins
         .iter()
-        .zip(&now)
-        .filter(|((_, _, saved), now)| *saved != **now)
-        .map(|((name, _, _), now)| (name.as_str(), *now))
+        .zip(now.iter().zip(saved.iter()))
+        .filter(|(_, (now, saved))| now != saved)
+        .map(|(p, (now, _))| (p.name(), *now))
         .collect();
     if changed.is_empty() {
         return;
     }
     match store.save_cursors(&changed) {
-        Ok(()) => {
-            for ((_, _, saved), now) in plugins.iter_mut().zip(now) {
-                *saved = now;
-            }
-        }
+        Ok(()) => saved.copy_from_slice(&now),
         Err(e) => tracing::error!("cannot record plugin cursors: {e}; retrying"),
     }
 }

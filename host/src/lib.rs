@@ -10,6 +10,7 @@ pub mod config;
 pub mod exchange;
 pub mod host;
 pub mod ledger;
+pub mod metrics;
 pub mod plugin_manager;
 pub mod replay;
 pub mod store;

@@ -172,9 +172,11 @@ fn run(config: &Config) -> ExitCode {
 /// Runs the ledger and the HTTP API until a signal, then stops them in
 /// order: no new requests, then the ledger commits what it accepted.
 fn serve(config: &Config, host: &Host) -> Result<(), String> {
+    let services = host.services();
     let ledger = Ledger::start(
-        host.store().clone(),
-        host.exchange().clone(),
+        services.store.clone(),
+        services.exchange.clone(),
+        services.metrics.clone(),
         LedgerConfig {
             max_block_size: config.ledger.max_block_size,
             block_interval: Duration::from_millis(config.ledger.block_interval_ms),
@@ -184,8 +186,8 @@ fn serve(config: &Config, host: &Host) -> Result<(), String> {
     let ledger = Arc::new(ledger);
     let router = api::router(Arc::new(Api {
         ledger: ledger.clone(),
-        store: host.store().clone(),
-        advertised: host.advertised().clone(),
+        services: services.clone(),
+        plugins: host.plugins().clone(),
         max_body_bytes: config.api.max_body_bytes,
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -268,9 +270,10 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     };
-    let head = host.head();
-    for p in host.plugins() {
-        tracing::debug!(plugin = %p.name(), "received up to event {} of {head}", p.delivered());
+    let head = host.services().exchange.head();
+    for p in host.plugins().iter() {
+        let delivered = p.progress().delivered();
+        tracing::debug!(plugin = %p.name(), "received up to event {delivered} of {head}");
     }
     host.shutdown();
     code

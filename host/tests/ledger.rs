@@ -8,6 +8,7 @@ use eventhost::exchange::{Exchange, Queue};
 use eventhost::ledger::builder::{self, Keypair};
 use eventhost::ledger::transaction::{OutputRef, Rule, Transaction};
 use eventhost::ledger::{Ledger, LedgerConfig, Mode, Outcome};
+use eventhost::metrics::Metrics;
 use eventhost::store::Store;
 use eventhost_plugin_api::ffi::{HostQueue, Received};
 use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, Event, EventTypes};
@@ -30,9 +31,10 @@ fn config(max_block_size: usize, interval_ms: u64) -> LedgerConfig {
 
 fn start(dir: tempfile::TempDir, config: LedgerConfig) -> Node {
     let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-    let exchange = Exchange::new(store.clone()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let exchange = Exchange::new(store.clone(), metrics.clone()).unwrap();
     let events = exchange.subscribe("test", EventTypes::ALL, 1024, exchange.head());
-    let ledger = Ledger::start(store.clone(), exchange.clone(), config).unwrap();
+    let ledger = Ledger::start(store.clone(), exchange.clone(), metrics, config).unwrap();
     Node {
         dir,
         store,

@@ -14,7 +14,9 @@
 //! plugin built against 1.N only calls methods that exist in 1.N, and a host
 //! only loads plugins whose minor version is not newer than its own. The data
 //! types that cross the boundary stay under the layout check through
-//! [`RunArgs::checked_types`].
+//! [`RunArgs::checked_types`]; that list cannot grow within 1.x (it is part
+//! of `RunArgs`' layout), so methods added in a minor version use only those
+//! types and abi_stable's own (`RVec`, `ROption`, `RResult`, `Tuple2`, ...).
 
 // abi_stable 0.11's `#[sabi_trait]` expands to impls inside a const block,
 // which the `non_local_definitions` lint (newer than abi_stable) flags.
@@ -24,7 +26,7 @@ use std::marker::PhantomData;
 
 use abi_stable::StableAbi;
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RArc, RBox, RStr};
+use abi_stable::std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2};
 
 use crate::event::Event;
 
@@ -74,6 +76,30 @@ pub trait HostContext: Send + Sync {
     /// `rel` (e.g. the stream URLs in the HTTP API's root). A later call with
     /// the same `rel` replaces the URL.
     fn advertise(&self, rel: RStr<'_>, url: RStr<'_>);
+
+    /// Since 1.2. Up to `max` events of the host's event log with a sequence
+    /// number of at least `from`, in order.
+    fn read_events(&self, from: u64, max: u32) -> RResult<RVec<RArc<Event>>, RString>;
+
+    /// Since 1.2. The sequence number of the newest published event.
+    fn head(&self) -> u64;
+
+    /// Since 1.2. The sequence number of a block's event: `id` is a block
+    /// hash (of a BLOCK_VALID or a BLOCK_INVALID event) or a height (its
+    /// BLOCK_VALID event).
+    fn find_event(&self, id: RStr<'_>) -> ROption<u64>;
+
+    /// Since 1.2. Adds `delta` to a counter the host exposes on its metrics
+    /// endpoint as `name{plugin="<plugin>", labels...}`.
+    fn counter_add(
+        &self,
+        name: RStr<'_>,
+        labels: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>,
+        delta: u64,
+    );
+
+    /// Since 1.2. Sets a gauge the host exposes likewise.
+    fn gauge_set(&self, name: RStr<'_>, labels: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>, value: i64);
 }
 
 /// One plugin's own event queue (implemented by the host).

@@ -85,7 +85,7 @@ impl Sandbox {
     /// plugins and stops quickly, followed by `plugins` (TOML text).
     pub fn config(&self, plugins: &str) -> PathBuf {
         let text = format!(
-            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\n\n[api]\nbind = \"127.0.0.1:0\"\n\n{plugins}",
+            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\nrestart_backoff_ms = 10\n\n[api]\nbind = \"127.0.0.1:0\"\n\n{plugins}",
             build_dir().display().to_string()
         );
         self.write("config.toml", &text)

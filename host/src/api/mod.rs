@@ -10,6 +10,7 @@ mod error;
 mod params;
 mod queries;
 mod root;
+mod status;
 mod transactions;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};
+use axum::middleware;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -27,14 +29,13 @@ use tower_http::cors::CorsLayer;
 pub use error::ApiError;
 
 use crate::ledger::Ledger;
-use crate::plugin_manager::Advertised;
-use crate::store::Store;
+use crate::plugin_manager::{PluginRecord, Services};
 
 /// What the handlers share.
 pub struct Api {
     pub ledger: Arc<Ledger>,
-    pub store: Arc<Store>,
-    pub advertised: Arc<Advertised>,
+    pub services: Services,
+    pub plugins: Arc<[Arc<PluginRecord>]>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
 }
@@ -56,10 +57,13 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/assets", get(queries::assets))
         .route("/api/v1/metadata", get(queries::metadata))
         .route("/api/v1/validators", get(queries::validators))
+        .route("/api/v1/plugins", get(status::plugins))
+        .route("/metrics", get(status::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CorsLayer::permissive())
+        .layer(middleware::from_fn_with_state(api.clone(), status::measure))
         .with_state(api)
 }
 

@@ -25,6 +25,7 @@ pub async fn outputs(
         .transpose()?;
     p.finish()?;
     let outputs = api
+        .services
         .store
         .key_outputs(&key, spent)
         .map_err(ApiError::internal)?;
@@ -45,8 +46,14 @@ pub async fn block(
     let height: u64 = height
         .parse()
         .map_err(|_| ApiError::bad_request(format!("height: `{height}` is not a block height")))?;
-    let transactions = match api.store.block(height).map_err(ApiError::internal)? {
+    let transactions = match api
+        .services
+        .store
+        .block(height)
+        .map_err(ApiError::internal)?
+    {
         Some(block) => api
+            .services
             .store
             .block_transactions(&block)
             .map_err(ApiError::internal)?,
@@ -77,6 +84,7 @@ pub async fn blocks_of_transaction(
     let id = p.required("transaction_id")?;
     p.finish()?;
     let heights: Vec<u64> = api
+        .services
         .store
         .transaction(&id)
         .map_err(ApiError::internal)?
@@ -108,6 +116,7 @@ pub async fn assets(
 ) -> Result<Json<Value>, ApiError> {
     let (search, limit) = search_params(pairs)?;
     let hits = api
+        .services
         .store
         .search(TextField::Asset, &search, limit)
         .map_err(ApiError::internal)?;
@@ -136,6 +145,7 @@ pub async fn metadata(
 ) -> Result<Json<Value>, ApiError> {
     let (search, limit) = search_params(pairs)?;
     let hits = api
+        .services
         .store
         .search(TextField::Metadata, &search, limit)
         .map_err(ApiError::internal)?;

@@ -27,11 +27,11 @@ fn v1(api: &Api, prefix: &str) -> Value {
         "validators": format!("{prefix}/validators"),
     });
     for rel in ["streams", "streamedblocks"] {
-        if let Some(link) = api.advertised.get(rel) {
+        if let Some(link) = api.services.advertised.get(rel) {
             v1[rel] = Value::String(link.url);
         }
     }
-    if let Some(link) = api.advertised.get("streams_v1") {
+    if let Some(link) = api.services.advertised.get("streams_v1") {
         v1["_links"] = json!({ "streams_v1": link.url });
     }
     v1

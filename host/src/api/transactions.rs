@@ -69,7 +69,20 @@ pub async fn post(
     let checked = tokio::task::spawn_blocking(move || Transaction::parse(json))
         .await
         .map_err(ApiError::internal)?;
-    let tx = checked.map_err(|rejected| ApiError::bad_request(rejected.to_string()))?;
+    let metrics = &api.services.metrics;
+    let rejected = |rule: &str| {
+        metrics
+            .transactions_rejected
+            .get_or_create(&vec![
+                ("rule".to_owned(), rule.to_owned()),
+                ("stage".to_owned(), "admission".to_owned()),
+            ])
+            .inc();
+    };
+    let tx = checked.map_err(|r| {
+        rejected(r.rule.as_str());
+        ApiError::bad_request(r.to_string())
+    })?;
     let echo = tx.json.clone();
     let outcome = api
         .ledger
@@ -77,8 +90,18 @@ pub async fn post(
         .await
         .unwrap_or_else(|_| Outcome::Unavailable("the ledger stopped".into()));
     match outcome {
-        Outcome::Accepted | Outcome::Committed { .. } => Ok((StatusCode::ACCEPTED, Json(echo))),
-        Outcome::Rejected(rejected) => Err(ApiError::bad_request(rejected.to_string())),
+        Outcome::Accepted | Outcome::Committed { .. } => {
+            let mode = format!("{mode:?}").to_lowercase();
+            metrics
+                .transactions_accepted
+                .get_or_create(&vec![("mode".to_owned(), mode)])
+                .inc();
+            Ok((StatusCode::ACCEPTED, Json(echo)))
+        }
+        Outcome::Rejected(r) => {
+            rejected(r.rule.as_str());
+            Err(ApiError::bad_request(r.to_string()))
+        }
         Outcome::Unavailable(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the transaction was not accepted: {reason}"),
@@ -90,7 +113,12 @@ pub async fn get(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match api.store.transaction(&id).map_err(ApiError::internal)? {
+    match api
+        .services
+        .store
+        .transaction(&id)
+        .map_err(ApiError::internal)?
+    {
         Some(tx) => Ok(([(header::CONTENT_TYPE, "application/json")], tx.json).into_response()),
         None => Err(ApiError::not_found()),
     }
@@ -124,6 +152,7 @@ pub async fn list(State(api): State<Arc<Api>>, pairs: QueryPairs) -> Result<Resp
     let mut found = Vec::new();
     for asset in &assets {
         let txs = api
+            .services
             .store
             .asset_transactions(asset, operation, last_only)
             .map_err(ApiError::internal)?;

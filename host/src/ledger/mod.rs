@@ -33,6 +33,7 @@ use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, Event, Rejection};
 use tokio::sync::oneshot;
 
 use crate::exchange::Exchange;
+use crate::metrics::Metrics;
 use crate::store::chain::BlockRecord;
 use crate::store::{Store, StoreError};
 use state::{BlockView, StateError};
@@ -95,6 +96,7 @@ impl Ledger {
     pub fn start(
         store: Arc<Store>,
         exchange: Arc<Exchange>,
+        metrics: Arc<Metrics>,
         config: LedgerConfig,
     ) -> Result<Ledger, StoreError> {
         let tip = store.last_block()?;
@@ -125,6 +127,7 @@ impl Ledger {
             last_block_at: Instant::now(),
             store,
             exchange,
+            metrics,
             config,
         };
         let thread = std::thread::Builder::new()
@@ -180,6 +183,7 @@ impl Drop for Ledger {
 struct Chain {
     store: Arc<Store>,
     exchange: Arc<Exchange>,
+    metrics: Arc<Metrics>,
     config: LedgerConfig,
     tip: Option<BlockRecord>,
     pending: VecDeque<Pending>,
@@ -341,6 +345,7 @@ impl Chain {
 
     /// Builds, writes and publishes the next block from the queue.
     fn cut_block(&mut self) -> Result<(), String> {
+        let started = Instant::now();
         let take = self.pending.len().min(self.config.max_block_size);
         let proposal: Vec<Pending> = self.pending.drain(..take).collect();
         // What did not fit must be durable too before anyone is answered.
@@ -437,6 +442,9 @@ impl Chain {
         }
         self.last_block_at = Instant::now();
         if !valid.is_empty() {
+            self.metrics
+                .block_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             tracing::debug!(height, transactions = valid.len(), "block committed");
         }
         for (tx, reason) in &rejected {
@@ -445,6 +453,13 @@ impl Chain {
                 "transaction {} rejected at block time: {reason}",
                 tx.id
             );
+            self.metrics
+                .transactions_rejected
+                .get_or_create(&vec![
+                    ("rule".to_owned(), reason.rule.as_str().to_owned()),
+                    ("stage".to_owned(), "block".to_owned()),
+                ])
+                .inc();
             self.answer(&tx.id, || Outcome::Rejected(reason.clone()));
         }
         for tx in &valid {

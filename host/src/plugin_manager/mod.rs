@@ -1,25 +1,35 @@
-//! Loads the configured plugins and runs each on its own thread.
+//! Loads the configured plugins and runs each on its own thread, restarting
+//! the ones that fail.
 //!
-//! A plugin's `run` consumes its own queue; the manager tracks whether it
-//! started, failed or stopped, and at shutdown gives each plugin time to
-//! drain its queue, abandoning one that stops making progress so that a
-//! plugin stuck in its own code cannot keep the host from exiting.
+//! Each plugin's thread supervises it: it subscribes the plugin to the
+//! exchange after the plugin's cursor and calls `run`. When `run` fails (an
+//! error, a panic caught by `export_plugin!`) the thread waits, with
+//! exponential backoff, and calls `run` again on a new queue that starts
+//! after the last event the plugin finished, so nothing is lost and nothing
+//! it finished comes again. After too many failures within a window the
+//! plugin is reported failed and left alone; the host runs on. At shutdown
+//! every plugin gets time to drain its queue; one that stops making
+//! progress is abandoned so it cannot keep the host from exiting.
 
+mod context;
 mod load;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RStr};
-use eventhost_plugin_api::ffi::{HostContext, HostContext_TO, HostQueue_TO, LogLevel, RunArgs};
+use abi_stable::std_types::RResult;
+use eventhost_plugin_api::ffi::{HostContext_TO, HostQueue_TO, RunArgs};
 
+pub use context::{Advertised, Link, Services};
 pub use load::{LoadError, LoadErrorKind, LoadedPlugin, library_file_name, load, resolve};
 
 use crate::exchange::{Exchange, Progress};
+use crate::metrics::Metrics;
+use context::PluginContext;
 
 /// Where a plugin is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,38 +38,115 @@ pub enum State {
     Starting,
     /// The plugin said it is ready.
     Running,
-    /// The plugin reported a failure, returned an error, or panicked.
+    /// `run` failed; it is called again after a backoff.
+    Restarting,
+    /// The plugin reported a failure, or failed too often to restart.
     Failed(String),
     /// `run` returned without error.
     Stopped,
 }
 
-/// A plugin's state, shared between the manager and the plugin's context.
-#[derive(Default)]
-pub struct Status {
-    state: Mutex<Option<State>>,
-    changed: Condvar,
-    finished: AtomicBool,
+impl State {
+    /// The state's name in the status API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Failed(_) => "failed",
+            State::Stopped => "stopped",
+        }
+    }
 }
 
-impl Status {
-    pub fn state(&self) -> State {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or(State::Starting)
+/// When and how often failed plugins are restarted.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    /// Wait before the first restart; doubled after each failure.
+    pub initial_backoff: Duration,
+    /// The longest wait between restarts.
+    pub max_backoff: Duration,
+    /// A plugin that fails this many times within `window` is given up.
+    pub max_failures: usize,
+    pub window: Duration,
+}
+
+/// One configured plugin: what it is and how it is doing.
+pub struct PluginRecord {
+    pub plugin: LoadedPlugin,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Its supervising thread has ended.
+    done: AtomicBool,
+    /// The progress of its current queue.
+    progress: Mutex<Arc<Progress>>,
+    restarts: AtomicU32,
+    last_error: Mutex<Option<String>>,
+    /// Events delivered by the queues of earlier runs.
+    delivered_before: AtomicU64,
+}
+
+impl PluginRecord {
+    fn new(plugin: LoadedPlugin) -> PluginRecord {
+        PluginRecord {
+            plugin,
+            state: Mutex::new(State::Starting),
+            changed: Condvar::new(),
+            done: AtomicBool::new(false),
+            progress: Mutex::new(Arc::new(Progress::default())),
+            restarts: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+            delivered_before: AtomicU64::new(0),
+        }
     }
 
-    fn set(&self, state: State) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+    pub fn name(&self) -> &str {
+        &self.plugin.entry.name
+    }
+
+    pub fn state(&self) -> State {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_state(&self, state: State) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
         self.changed.notify_all();
     }
 
-    /// Waits until the state is no longer `Starting`, or the deadline passes.
+    /// How often `run` was called again after failing.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Acquire)
+    }
+
+    /// The last failure, reported or returned.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_last_error(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
+    /// Events delivered to the plugin in this host run, across restarts.
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered_before.load(Ordering::Acquire) + self.progress().count()
+    }
+
+    /// How far its current queue got.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until the plugin is no longer starting, or the deadline passes.
     fn wait_started(&self, deadline: Instant) -> State {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while state.is_none() {
+        while *state == State::Starting {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -70,166 +157,97 @@ impl Status {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        state.clone().unwrap_or(State::Starting)
-    }
-
-    fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+        state.clone()
     }
 }
 
-/// The URLs plugins advertise to the host's clients, by name (`rel`).
+/// Wakes supervisors waiting to restart a plugin when the host stops.
 #[derive(Default)]
-pub struct Advertised {
-    links: Mutex<BTreeMap<String, Link>>,
+struct Stopping {
+    stopping: Mutex<bool>,
+    changed: Condvar,
 }
 
-/// One advertised URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub plugin: String,
-    pub url: String,
-}
-
-impl Advertised {
-    /// The URL advertised under `rel`, if a plugin did.
-    pub fn get(&self, rel: &str) -> Option<Link> {
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(rel)
-            .cloned()
+impl Stopping {
+    fn set(&self) {
+        *self.stopping.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
     }
 
-    fn set(&self, rel: &str, link: Link) {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = links.get(rel).filter(|old| old.plugin != link.plugin) {
-            tracing::warn!(
-                plugin = %link.plugin,
-                "plugin advertises `{rel}`, replacing the URL plugin `{}` advertised",
-                old.plugin
-            );
-        }
-        links.insert(rel.to_owned(), link);
+    fn is_set(&self) -> bool {
+        *self.stopping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets what a plugin advertised, once it no longer runs.
-    fn remove_plugin(&self, plugin: &str) {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links.retain(|_, link| link.plugin != plugin);
+    /// Waits `duration`; true if the host started stopping meanwhile.
+    fn wait(&self, duration: Duration) -> bool {
+        let stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
+        let (stopping, _) = self
+            .changed
+            .wait_timeout_while(stopping, duration, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        *stopping
     }
 }
 
-/// The host's side of one plugin's `HostContext`.
-struct PluginContext {
-    name: String,
-    config_json: String,
-    status: Arc<Status>,
-    advertised: Arc<Advertised>,
-}
-
-impl HostContext for PluginContext {
-    fn plugin_name(&self) -> RStr<'_> {
-        RStr::from_str(&self.name)
-    }
-
-    fn config_json(&self) -> RStr<'_> {
-        RStr::from_str(&self.config_json)
-    }
-
-    fn log(&self, level: LogLevel, message: RStr<'_>) {
-        let plugin = &self.name;
-        match level {
-            LogLevel::Error => tracing::error!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Info => tracing::info!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Trace => tracing::trace!(target: "eventhost::plugin", plugin, "{message}"),
-        }
-    }
-
-    fn ready(&self) {
-        tracing::info!(plugin = %self.name, "plugin ready");
-        self.status.set(State::Running);
-    }
-
-    fn failed(&self, reason: RStr<'_>) {
-        tracing::error!(plugin = %self.name, "plugin reports failure: {reason}");
-        self.status.set(State::Failed(reason.to_string()));
-    }
-
-    fn advertise(&self, rel: RStr<'_>, url: RStr<'_>) {
-        tracing::info!(plugin = %self.name, "plugin advertises {rel} = {url}");
-        self.advertised.set(
-            rel.as_str(),
-            Link {
-                plugin: self.name.clone(),
-                url: url.to_string(),
-            },
-        );
-    }
-}
-
-/// A plugin whose `run` was started.
-pub struct RunningPlugin {
-    pub plugin: LoadedPlugin,
-    pub status: Arc<Status>,
-    progress: Arc<Progress>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RunningPlugin {
-    pub fn name(&self) -> &str {
-        &self.plugin.entry.name
-    }
-
-    /// The sequence number of the last event the plugin received.
-    pub fn delivered(&self) -> u64 {
-        self.progress.delivered()
-    }
-
-    /// The sequence number of the last event the plugin finished: its cursor.
-    pub fn finished(&self) -> u64 {
-        self.progress.finished()
-    }
-
-    /// The plugin's progress, which outlives the manager's borrow.
-    pub fn progress(&self) -> Arc<Progress> {
-        self.progress.clone()
-    }
-}
-
-/// The running plugins of one host.
+/// The plugins of one host.
 pub struct PluginManager {
-    plugins: Vec<RunningPlugin>,
+    records: Arc<[Arc<PluginRecord>]>,
+    threads: Vec<Option<JoinHandle<()>>>,
+    stopping: Arc<Stopping>,
 }
 
 impl PluginManager {
-    /// Subscribes each plugin to the exchange after its cursor and calls its
-    /// `run` on a thread of its own.
+    /// Starts each plugin, after its cursor, on a supervising thread of its own.
     pub fn start(
         loaded: Vec<(LoadedPlugin, u64)>,
-        exchange: &Arc<Exchange>,
-        advertised: &Arc<Advertised>,
+        services: &Services,
+        policy: &RestartPolicy,
     ) -> PluginManager {
-        let plugins = loaded
-            .into_iter()
-            .map(|(plugin, cursor)| start_one(plugin, cursor, exchange, advertised))
-            .collect();
-        PluginManager { plugins }
+        let stopping = Arc::new(Stopping::default());
+        let mut records = Vec::with_capacity(loaded.len());
+        let mut threads = Vec::with_capacity(loaded.len());
+        for (plugin, cursor) in loaded {
+            let record = Arc::new(PluginRecord::new(plugin));
+            let supervisor = Supervisor {
+                record: record.clone(),
+                services: services.clone(),
+                policy: policy.clone(),
+                stopping: stopping.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("plugin:{}", record.name()))
+                .spawn(move || supervisor.run(cursor));
+            threads.push(match spawned {
+                Ok(thread) => Some(thread),
+                Err(e) => {
+                    let reason = format!("cannot start its thread: {e}");
+                    tracing::error!(plugin = %record.name(), "{reason}");
+                    record.done.store(true, Ordering::Release);
+                    record.set_state(State::Failed(reason));
+                    None
+                }
+            });
+            records.push(record);
+        }
+        PluginManager {
+            records: records.into(),
+            threads,
+            stopping,
+        }
     }
 
-    pub fn plugins(&self) -> &[RunningPlugin] {
-        &self.plugins
+    /// Every plugin's record, shared with whoever reports on them.
+    pub fn records(&self) -> &Arc<[Arc<PluginRecord>]> {
+        &self.records
     }
 
     /// Waits until every plugin is ready or failed, at most `timeout`, and
     /// returns the state of each.
-    pub fn wait_started(&self, timeout: Duration) -> Vec<(&RunningPlugin, State)> {
+    pub fn wait_started(&self, timeout: Duration) -> Vec<(&PluginRecord, State)> {
         let deadline = Instant::now() + timeout;
-        self.plugins
+        self.records
             .iter()
-            .map(|p| (p, p.status.wait_started(deadline)))
+            .map(|r| (&**r, r.wait_started(deadline)))
             .collect()
     }
 
@@ -237,26 +255,27 @@ impl PluginManager {
     /// A plugin that makes no progress for `timeout` is abandoned (its thread
     /// ends with the process).
     pub fn shutdown(mut self, exchange: &Exchange, timeout: Duration) {
+        self.stopping.set();
         exchange.close();
-        let mut waiting: Vec<(usize, u64, Instant)> = (0..self.plugins.len())
-            .map(|i| (i, self.plugins[i].delivered(), Instant::now()))
+        let mut waiting: Vec<(usize, u64, Instant)> = (0..self.records.len())
+            .map(|i| (i, self.records[i].progress().delivered(), Instant::now()))
             .collect();
         while !waiting.is_empty() {
             waiting.retain_mut(|(i, last_delivered, last_progress)| {
-                let p = &mut self.plugins[*i];
-                if p.status.is_finished() {
-                    if let Some(thread) = p.thread.take() {
+                let record = &self.records[*i];
+                if record.done.load(Ordering::Acquire) {
+                    if let Some(thread) = self.threads[*i].take() {
                         let _ = thread.join();
                     }
                     return false;
                 }
-                let delivered = p.delivered();
+                let delivered = record.progress().delivered();
                 if delivered != *last_delivered {
                     *last_delivered = delivered;
                     *last_progress = Instant::now();
                 } else if last_progress.elapsed() >= timeout {
                     tracing::warn!(
-                        plugin = %p.name(),
+                        plugin = %record.name(),
                         "plugin did not stop within {} ms of its last progress; abandoning it",
                         timeout.as_millis()
                     );
@@ -271,67 +290,121 @@ impl PluginManager {
     }
 }
 
-fn start_one(
-    plugin: LoadedPlugin,
-    cursor: u64,
-    exchange: &Arc<Exchange>,
-    advertised: &Arc<Advertised>,
-) -> RunningPlugin {
-    let name = plugin.entry.name.clone();
-    let status = Arc::new(Status::default());
-    let queue = exchange.subscribe(
-        &name,
-        plugin.event_types,
-        plugin.entry.queue_capacity,
-        cursor,
-    );
-    let progress = queue.progress();
-    let context = PluginContext {
-        name: name.clone(),
-        config_json: plugin.entry.config.to_string(),
-        status: status.clone(),
-        advertised: advertised.clone(),
-    };
-    let thread_advertised = advertised.clone();
-    let args = RunArgs::new(
-        HostContext_TO::from_value(context, TD_Opaque),
-        HostQueue_TO::from_value(queue, TD_Opaque),
-    );
-    let run = plugin.module.run();
-    let thread_status = status.clone();
-    let thread_name = name.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("plugin:{name}"))
-        .spawn(move || {
-            let outcome = run(args);
-            let state = match outcome {
-                RResult::ROk(()) => {
-                    tracing::info!(plugin = %thread_name, "plugin stopped");
-                    State::Stopped
-                }
-                RResult::RErr(reason) => {
-                    tracing::error!(plugin = %thread_name, "plugin failed: {reason}");
-                    State::Failed(reason.into_string())
-                }
+/// Updates the per-plugin metrics from the plugins' records.
+pub fn report(records: &[Arc<PluginRecord>], head: u64, metrics: &Metrics) {
+    for record in records {
+        let labels = vec![("plugin".to_owned(), record.name().to_owned())];
+        let progress = record.progress();
+        let delivered = progress.delivered();
+        metrics
+            .plugin_delivered
+            .get_or_create(&labels)
+            .set(delivered as i64);
+        metrics
+            .plugin_lag
+            .get_or_create(&labels)
+            .set(head.saturating_sub(delivered) as i64);
+        metrics
+            .plugin_queue_depth
+            .get_or_create(&labels)
+            .set(progress.queued() as i64);
+        metrics
+            .plugin_restarts
+            .get_or_create(&labels)
+            .set(i64::from(record.restarts()));
+    }
+}
+
+/// Runs one plugin, again and again while it fails and may be restarted.
+struct Supervisor {
+    record: Arc<PluginRecord>,
+    services: Services,
+    policy: RestartPolicy,
+    stopping: Arc<Stopping>,
+}
+
+impl Supervisor {
+    fn run(self, cursor: u64) {
+        let end_state = self.supervise(cursor);
+        self.record.done.store(true, Ordering::Release);
+        self.record.set_state(end_state);
+    }
+
+    fn supervise(&self, mut cursor: u64) -> State {
+        let record = &self.record;
+        let name = record.name();
+        let run = record.plugin.module.run();
+        let mut failures: VecDeque<Instant> = VecDeque::new();
+        let mut backoff = self.policy.initial_backoff;
+        loop {
+            let queue = self.services.exchange.subscribe(
+                name,
+                record.plugin.event_types,
+                record.plugin.entry.queue_capacity,
+                cursor,
+            );
+            *record.progress.lock().unwrap_or_else(|e| e.into_inner()) = queue.progress();
+            let context = PluginContext {
+                record: record.clone(),
+                config_json: record.plugin.entry.config.to_string(),
+                services: self.services.clone(),
             };
-            thread_advertised.remove_plugin(&thread_name);
-            thread_status.finished.store(true, Ordering::Release);
-            thread_status.set(state);
-        });
-    let thread = match spawned {
-        Ok(thread) => Some(thread),
-        Err(e) => {
-            let reason = format!("cannot start its thread: {e}");
-            tracing::error!(plugin = %name, "{reason}");
-            status.finished.store(true, Ordering::Release);
-            status.set(State::Failed(reason));
-            None
+            let outcome = run(RunArgs::new(
+                HostContext_TO::from_value(context, TD_Opaque),
+                HostQueue_TO::from_value(queue, TD_Opaque),
+            ));
+            self.services.advertised.remove_plugin(name);
+            let progress = record.progress();
+            cursor = progress.finished();
+            record
+                .delivered_before
+                .fetch_add(progress.count(), Ordering::AcqRel);
+            let reason = match outcome {
+                RResult::ROk(()) => {
+                    tracing::info!(plugin = %name, "plugin stopped");
+                    return State::Stopped;
+                }
+                RResult::RErr(reason) => reason.into_string(),
+            };
+            tracing::error!(plugin = %name, "plugin failed: {reason}");
+            record.set_last_error(&reason);
+            let now = Instant::now();
+            while failures
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+            {
+                failures.pop_front();
+            }
+            if failures.is_empty() {
+                backoff = self.policy.initial_backoff;
+            }
+            failures.push_back(now);
+            if failures.len() >= self.policy.max_failures {
+                let why = format!(
+                    "gave up after {} failures within {} s; last: {reason}",
+                    failures.len(),
+                    self.policy.window.as_secs()
+                );
+                tracing::error!(plugin = %name, "{why}");
+                return State::Failed(why);
+            }
+            record.set_state(State::Restarting);
+            // While the host stops, a failed plugin is restarted at once to
+            // finish draining its queue (the shutdown deadline still holds).
+            let delay = if self.stopping.is_set() {
+                Duration::ZERO
+            } else {
+                backoff
+            };
+            tracing::warn!(
+                plugin = %name,
+                "restarting the plugin in {} ms, after event {cursor}",
+                delay.as_millis()
+            );
+            self.stopping.wait(delay);
+            backoff = (backoff * 2).min(self.policy.max_backoff);
+            record.restarts.fetch_add(1, Ordering::AcqRel);
+            record.set_state(State::Starting);
         }
-    };
-    RunningPlugin {
-        plugin,
-        status,
-        progress,
-        thread,
     }
 }

@@ -12,13 +12,17 @@ pub mod chain;
 use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::{RString, RVec};
-use eventhost_plugin_api::{Event, EventType, Rejection};
+use eventhost_plugin_api::{BLOCK_VALID, Event, EventType, Rejection};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// seq -> the event, encoded as a one-byte format tag followed by postcard.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const RECORD_V1: u8 = 1;
+/// block hash -> the sequence number of its event (BLOCK_VALID or BLOCK_INVALID).
+const EVENT_BY_HASH: TableDefinition<&str, u64> = TableDefinition::new("event_by_hash");
+/// height -> the sequence number of its BLOCK_VALID event.
+const EVENT_BY_HEIGHT: TableDefinition<u64, u64> = TableDefinition::new("event_by_height");
 /// plugin name -> the sequence number of the last event it finished.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
@@ -89,6 +93,10 @@ impl Store {
         let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
         txn.open_table(EVENTS).map_err(|e| db_err(e.into()))?;
         txn.open_table(CURSORS).map_err(|e| db_err(e.into()))?;
+        txn.open_table(EVENT_BY_HASH)
+            .map_err(|e| db_err(e.into()))?;
+        txn.open_table(EVENT_BY_HEIGHT)
+            .map_err(|e| db_err(e.into()))?;
         chain::create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(|e| db_err(e.into()))?;
         Ok(Store {
@@ -140,6 +148,20 @@ impl Store {
 }
 
 impl Store {
+    /// The sequence number of a block's event: `id` is a block hash, or a
+    /// height (its BLOCK_VALID event).
+    pub fn find_event(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        if let Ok(height) = id.parse::<u64>() {
+            let table = txn.open_table(EVENT_BY_HEIGHT).map_err(|e| self.err(e))?;
+            let found = table.get(height).map_err(|e| self.err(e))?;
+            return Ok(found.map(|v| v.value()));
+        }
+        let table = txn.open_table(EVENT_BY_HASH).map_err(|e| self.err(e))?;
+        let found = table.get(id).map_err(|e| self.err(e))?;
+        Ok(found.map(|v| v.value()))
+    }
+
     /// The last event the plugin finished, if it ever ran against this store.
     pub fn cursor(&self, plugin: &str) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -167,6 +189,8 @@ pub(crate) fn append_events(
     events: &mut [Event],
 ) -> Result<(), redb::Error> {
     let mut table = txn.open_table(EVENTS)?;
+    let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
+    let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
     let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
     let mut buf = Vec::new();
     for event in events.iter_mut() {
@@ -174,6 +198,10 @@ pub(crate) fn append_events(
         event.seq = seq;
         encode(event, &mut buf);
         table.insert(seq, buf.as_slice())?;
+        by_hash.insert(event.block_hash.as_str(), seq)?;
+        if event.event_type == BLOCK_VALID {
+            by_height.insert(event.height, seq)?;
+        }
     }
     Ok(())
 }
@@ -272,6 +300,18 @@ mod tests {
         store.append(&mut more).unwrap();
         assert_eq!(more[0].seq, 4);
         assert!(store.read(5, 10).unwrap().is_empty());
+        assert_eq!(
+            store.find_event("hash1").unwrap(),
+            Some(2),
+            "the later event of a hash"
+        );
+        assert_eq!(store.find_event("2").unwrap(), Some(3));
+        assert_eq!(
+            store.find_event("1").unwrap(),
+            Some(1),
+            "a height finds its BLOCK_VALID"
+        );
+        assert_eq!(store.find_event("nope").unwrap(), None);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use eventhost_plugin_api::prelude::*;
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "mode")]
 enum Config {
-    /// Records events to `output`, then panics on the `at`-th one.
+    /// Appends each event's sequence number to `output`; panics on the
+    /// `at`-th event of each run, before recording it.
     Panic { at: u64, output: String },
     /// Says it is ready, then never reads its queue.
     NeverRead,
@@ -19,7 +20,11 @@ enum Config {
 fn run(ctx: Context, events: Events) -> Result<(), String> {
     match ctx.config()? {
         Config::Panic { at, output } => {
-            let mut out = std::fs::File::create(output).map_err(|e| e.to_string())?;
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(output)
+                .map_err(|e| e.to_string())?;
             ctx.ready();
             for (i, event) in (&events).enumerate() {
                 if i as u64 + 1 == at {
