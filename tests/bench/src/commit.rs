@@ -1,0 +1,544 @@
+//! Row 3, the commit path, through the real release binary (`eventhost
+//! run`, event log on disk in a temporary directory) driven over HTTP on
+//! the loopback interface:
+//!
+//! - throughput: concurrent clients post `mode=async` as fast as the node
+//!   answers; the figure is transactions per second from the first POST
+//!   until a plugin has received the BLOCK_VALID holding the last one;
+//! - latency: `mode=commit` posts paced open-loop at 1,000 tx/s (each is
+//!   due at a fixed time whatever happened to the ones before, and its
+//!   latency counts from then, so a stall is not hidden by sending less);
+//!   the figures are the time to the 202 and the time until a plugin
+//!   received the BLOCK_VALID holding it.
+//!
+//! The plugin is `bench-sink`, writing a timestamp line per event; the node
+//! and this process share the machine's wall clock.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+use crate::report::{Figure, Row, Target};
+use crate::txs::Tx;
+use crate::{SINK, quantile};
+
+/// How long the node may take to start, to commit what it accepted, to stop.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Params {
+    /// Concurrent clients in the throughput part.
+    clients: usize,
+    throughput_for: Duration,
+    /// Transactions made up front for the throughput part, which stops
+    /// early if it runs out (so making them does not compete with the node).
+    pool: usize,
+    /// Open-loop rate of the latency part, in transactions per second.
+    rate: u32,
+    latency_for: Duration,
+    /// Leading part of the latency run left out of the figures: new
+    /// connections, first blocks.
+    warmup: Duration,
+    /// Senders in the latency part: enough that a stall of this many
+    /// milliseconds does not delay sending.
+    senders: usize,
+}
+
+pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let p = if quick {
+        Params {
+            clients: 8,
+            throughput_for: Duration::from_secs(2),
+            pool: 10_000,
+            rate: 1000,
+            latency_for: Duration::from_secs(3),
+            warmup: Duration::from_millis(500),
+            senders: 64,
+        }
+    } else {
+        Params {
+            clients: 16,
+            throughput_for: Duration::from_secs(20),
+            pool: 150_000,
+            rate: 1000,
+            latency_for: Duration::from_secs(30),
+            warmup: Duration::from_secs(2),
+            senders: 64,
+        }
+    };
+    let latency_count = (f64::from(p.rate) * p.latency_for.as_secs_f64()) as usize;
+    let count = p.pool.max(latency_count);
+    eprintln!("[3 commit] signing {count} distinct CREATE transactions");
+    let txs = crate::txs::creates(count, "commit")?;
+
+    eprintln!(
+        "[3 commit] throughput: {} clients posting mode=async for {:.0} s",
+        p.clients,
+        p.throughput_for.as_secs_f64()
+    );
+    let node = Node::start(build, false)?;
+    let throughput = throughput(&node, &txs[..p.pool], p.clients, p.throughput_for)?;
+    let throughput_rss = node.peak_rss_kib();
+    node.stop()?;
+
+    eprintln!(
+        "[3 commit] latency: mode=commit at {} tx/s for {:.0} s",
+        p.rate,
+        p.latency_for.as_secs_f64()
+    );
+    let node = Node::start(build, true)?;
+    let latency = latency(&node, &txs[..latency_count], &p)?;
+    let latency_rss = node.peak_rss_kib();
+    node.stop()?;
+
+    let latency_note = format!(
+        "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average",
+        p.rate,
+        p.latency_for.as_secs_f64(),
+        p.warmup.as_secs_f64(),
+        latency.block_size
+    );
+    Ok(vec![
+        Row {
+            id: "3a",
+            what: format!(
+                "Commit path: POST mode=async ({} clients) → BLOCK_VALID at a plugin",
+                p.clients
+            ),
+            ours: Figure::Rate {
+                per_second: throughput.committed_per_second,
+                unit: "tx",
+            },
+            baseline: None,
+            target: None,
+            peak_rss_kib: throughput_rss,
+            rss_of: "node",
+            notes: vec![format!(
+                "{} transactions; clients got 202s at {:.0} tx/s; {:.0} transactions per block on average; event log on disk; clients share the machine's 2 cores with the node",
+                throughput.accepted, throughput.accepted_per_second, throughput.block_size
+            )],
+        },
+        Row {
+            id: "3b",
+            what: format!("mode=commit at {} tx/s: POST → 202", p.rate),
+            ours: latency.http,
+            baseline: None,
+            target: None,
+            peak_rss_kib: latency_rss,
+            rss_of: "node",
+            notes: vec![latency_note],
+        },
+        Row {
+            id: "3c",
+            what: format!(
+                "mode=commit at {} tx/s: POST → BLOCK_VALID received by a plugin",
+                p.rate
+            ),
+            ours: latency.plugin,
+            baseline: None,
+            target: Some(Target::P99Below(5.0)),
+            peak_rss_kib: latency_rss,
+            rss_of: "node",
+            notes: vec![
+                "the issue's target is end to end to a WebSocket client; until the WebSocket plugin is merged a plugin receiving the event stands in for it".into(),
+            ],
+        },
+    ])
+}
+
+/// `eventhost run` with the bench-sink plugin, in a temporary directory.
+struct Node {
+    child: Child,
+    /// Holds the data directory, the configuration, the log and the stamps.
+    dir: tempfile::TempDir,
+    base: String,
+}
+
+impl Node {
+    /// Starts the node and waits until its HTTP API listens. With `ids`,
+    /// the plugin's stamps name every transaction of each block.
+    fn start(build: &Path, ids: bool) -> anyhow::Result<Node> {
+        let dir = tempfile::Builder::new()
+            .prefix("eventhost-bench-")
+            .tempdir()?;
+        let config = format!(
+            "[host]\ndata_dir = \"data\"\n{}\nlog = \"info\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n\
+             [[plugins]]\nname = \"stamps\"\nlibrary = \"{SINK}\"\n[plugins.config]\nstamps = \"stamps.txt\"\nids = {ids}\n",
+            crate::plugin_dirs_line(build)
+        );
+        fs::write(dir.path().join("config.toml"), config)?;
+        let log = dir.path().join("eventhost.log");
+        let child = Command::new(build.join(format!("eventhost{}", std::env::consts::EXE_SUFFIX)))
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .arg("run")
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("EVENTHOST_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start eventhost")?;
+        let mut node = Node {
+            child,
+            dir,
+            base: String::new(),
+        };
+        node.base = format!("http://{}", node.address()?);
+        Ok(node)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("eventhost.log")).unwrap_or_default()
+    }
+
+    /// The address the node logs once it listens.
+    fn address(&mut self) -> anyhow::Result<String> {
+        const MARK: &str = "HTTP API on http://";
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if let Some(rest) = log.split(MARK).nth(1) {
+                let end = rest
+                    .find(|c: char| c == ';' || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                return Ok(rest[..end].to_owned());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("eventhost exited ({status}) before serving:\n{log}");
+            }
+            if Instant::now() > deadline {
+                bail!("eventhost did not serve within {PATIENCE:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stamps(&self) -> PathBuf {
+        self.dir.path().join("stamps.txt")
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        crate::sys::peak_rss_kib(Some(self.child.id()))
+    }
+
+    /// Stops the node as an operator would (SIGTERM) and checks it exits cleanly.
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("eventhost exited with {status}:\n{}", self.log());
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("eventhost did not stop within {PATIENCE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client with its own keep-alive connection.
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PATIENCE))
+        .build()
+        .into()
+}
+
+/// Posts a transaction; fails unless the node answers 202.
+fn post(agent: &ureq::Agent, url: &str, tx: &Tx) -> anyhow::Result<()> {
+    let mut response = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(tx.text.as_str())?;
+    // Reading the body to its end returns the connection to the pool.
+    let body = response.body_mut().read_to_string()?;
+    if response.status() != 202 {
+        bail!("POST {url} answered {}: {body}", response.status());
+    }
+    Ok(())
+}
+
+/// One line the plugin wrote: when it received which event.
+struct Stamp {
+    at_ns: u128,
+    valid: bool,
+    transactions: usize,
+    ids: Vec<String>,
+}
+
+/// The complete lines of the stamps file so far.
+fn read_stamps(path: &Path) -> anyhow::Result<Vec<Stamp>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    // The plugin may be half way through a line.
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let mut next = || fields.next().context("a short stamp line");
+            let at_ns = next()?.parse()?;
+            let _seq = next()?;
+            let valid = next()? == "BLOCK_VALID";
+            let transactions = next()?.parse()?;
+            let ids = fields
+                .next()
+                .map(|ids| ids.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            Ok(Stamp {
+                at_ns,
+                valid,
+                transactions,
+                ids,
+            })
+        })
+        .collect()
+}
+
+/// Waits until the plugin has received BLOCK_VALIDs holding `count`
+/// transactions, and returns its stamps.
+fn wait_committed(node: &Node, count: usize) -> anyhow::Result<Vec<Stamp>> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stamps = read_stamps(&node.stamps())?;
+        if let Some(invalid) = stamps.iter().find(|s| !s.valid) {
+            bail!(
+                "the node rejected {} transactions at block time",
+                invalid.transactions
+            );
+        }
+        let committed: usize = stamps.iter().map(|s| s.transactions).sum();
+        if committed >= count {
+            return Ok(stamps);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {committed} of {count} transactions reached the plugin within {PATIENCE:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Prints progress every few seconds until `done` says the work finished
+/// (or `limit` passed, in case a worker hangs: its failure shows later).
+fn report_progress(what: &str, done: impl Fn() -> Option<String>, limit: Duration) {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    while started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        match done() {
+            None => return,
+            Some(status) if last.elapsed() >= Duration::from_secs(5) => {
+                eprintln!("[3 commit] {what}: {status}");
+                last = Instant::now();
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+struct Throughput {
+    accepted: usize,
+    accepted_per_second: f64,
+    committed_per_second: f64,
+    block_size: f64,
+}
+
+fn throughput(
+    node: &Node,
+    txs: &[Tx],
+    clients: usize,
+    length: Duration,
+) -> anyhow::Result<Throughput> {
+    let url = format!("{}/api/v1/transactions?mode=async", node.base);
+    let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    let started_ns = now_ns();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent = client();
+                    let mut sent = 0;
+                    let outcome = loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= txs.len() || started.elapsed() >= length {
+                            break Ok(sent);
+                        }
+                        if let Err(e) = post(&agent, &url, &txs[i]) {
+                            break Err(e);
+                        }
+                        sent += 1;
+                    };
+                    finished.fetch_add(1, Ordering::Relaxed);
+                    outcome
+                })
+            })
+            .collect();
+        report_progress(
+            "throughput",
+            || {
+                (finished.load(Ordering::Relaxed) < clients)
+                    .then(|| format!("{} posted", next.load(Ordering::Relaxed).min(txs.len())))
+            },
+            length + PATIENCE,
+        );
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| bail!("a client panicked")))
+            .collect()
+    });
+    let posting = started.elapsed();
+    let mut accepted = 0;
+    for r in results {
+        accepted += r?;
+    }
+    if accepted == txs.len() {
+        eprintln!(
+            "[3 commit] warning: the throughput part ran out of transactions after {:.1} s",
+            posting.as_secs_f64()
+        );
+    }
+    let stamps = wait_committed(node, accepted)?;
+    let last_ns = stamps.last().map_or(started_ns, |s| s.at_ns);
+    let seconds = (last_ns.saturating_sub(started_ns)) as f64 / 1e9;
+    let result = Throughput {
+        accepted,
+        accepted_per_second: accepted as f64 / posting.as_secs_f64(),
+        committed_per_second: accepted as f64 / seconds,
+        block_size: accepted as f64 / stamps.len().max(1) as f64,
+    };
+    eprintln!(
+        "[3 commit] throughput: {accepted} transactions committed at {:.0} tx/s",
+        result.committed_per_second
+    );
+    Ok(result)
+}
+
+struct Latency {
+    http: Figure,
+    plugin: Figure,
+    block_size: f64,
+}
+
+fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
+    let url = format!("{}/api/v1/transactions?mode=commit", node.base);
+    let interval = Duration::from_secs(1) / p.rate;
+    let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    // Each transaction is due at `start + i * interval`, on both clocks.
+    let lead = Duration::from_millis(100);
+    let start = Instant::now() + lead;
+    let start_ns = now_ns() + lead.as_nanos();
+    let http_ms = Mutex::new(vec![f64::NAN; txs.len()]);
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..p.senders)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent = client();
+                    let outcome = loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= txs.len() {
+                            break Ok(());
+                        }
+                        let due = start + interval * i as u32;
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        if let Err(e) = post(&agent, &url, &txs[i]) {
+                            break Err(e);
+                        }
+                        let took = due.elapsed().as_secs_f64() * 1e3;
+                        http_ms.lock().unwrap_or_else(|e| e.into_inner())[i] = took;
+                    };
+                    finished.fetch_add(1, Ordering::Relaxed);
+                    outcome
+                })
+            })
+            .collect();
+        report_progress(
+            "latency",
+            || {
+                (finished.load(Ordering::Relaxed) < p.senders).then(|| {
+                    format!(
+                        "{} of {} posted",
+                        next.load(Ordering::Relaxed).min(txs.len()),
+                        txs.len()
+                    )
+                })
+            },
+            p.latency_for + PATIENCE,
+        );
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| bail!("a sender panicked")))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let stamps = wait_committed(node, txs.len())?;
+    let received: HashMap<&str, u128> = stamps
+        .iter()
+        .flat_map(|s| s.ids.iter().map(move |id| (id.as_str(), s.at_ns)))
+        .collect();
+    let skip = (p.warmup.as_secs_f64() * f64::from(p.rate)) as usize;
+    let http_ms = http_ms.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut http: Vec<f64> = http_ms[skip..].to_vec();
+    let mut plugin = Vec::with_capacity(txs.len() - skip);
+    for (i, tx) in txs.iter().enumerate().skip(skip) {
+        let at = received
+            .get(tx.id.as_str())
+            .with_context(|| format!("the plugin never received transaction {}", tx.id))?;
+        let due_ns = start_ns + interval.as_nanos() * i as u128;
+        plugin.push(at.saturating_sub(due_ns) as f64 / 1e6);
+    }
+    http.sort_by(f64::total_cmp);
+    plugin.sort_by(f64::total_cmp);
+    let figure = |sorted: &[f64]| Figure::Latency {
+        p50_ms: quantile(sorted, 0.5),
+        p99_ms: quantile(sorted, 0.99),
+    };
+    let result = Latency {
+        http: figure(&http),
+        plugin: figure(&plugin),
+        block_size: txs.len() as f64 / stamps.len().max(1) as f64,
+    };
+    eprintln!(
+        "[3 commit] latency: POST → 202 p50 {:.2} ms p99 {:.2} ms; → plugin p50 {:.2} ms p99 {:.2} ms",
+        quantile(&http, 0.5),
+        quantile(&http, 0.99),
+        quantile(&plugin, 0.5),
+        quantile(&plugin, 0.99)
+    );
+    Ok(result)
+}

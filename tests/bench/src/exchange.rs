@@ -1,0 +1,213 @@
+//! Row 1, exchange fan-out: events per second from publishing to 8 plugins
+//! (thread mode, each loaded from the `bench-sink` library, each counting
+//! what it receives), against a bare fan-out of the same events through 8
+//! crossbeam channels to 8 counting threads.
+//!
+//! Both sides get the same events (a one-transaction block, cloned from one
+//! template, wrapped in a shared pointer once and handed to every queue)
+//! and the same flow control: bounded queues of the host's default
+//! capacity, and a publisher that sends a batch only once every queue has
+//! room for it. The exchange itself never waits (a full queue makes the
+//! plugin catch up from the event log); here the events are published
+//! without being written to the log, whose cost row 3 measures, so the
+//! driver must keep every queue from filling, and the baseline is held to
+//! the same rule so the two differ only in the exchange.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::{RString, RVec};
+use anyhow::{Context, bail};
+use eventhost::config::{Config, DEFAULT_QUEUE_CAPACITY};
+use eventhost::host::Host;
+use eventhost::ledger::builder::{self, Keypair};
+use eventhost_plugin_api::{BLOCK_VALID, Event};
+
+use crate::report::{Figure, Row, Target};
+use crate::{SINK, median, sys};
+
+const PLUGINS: usize = 8;
+/// Events published between two looks at the queues: large enough that the
+/// look costs nothing per event, a quarter of a queue so that consumers
+/// rarely run dry while the publisher waits.
+const BATCH: usize = DEFAULT_QUEUE_CAPACITY / 4;
+/// A consumer that makes no progress this long has stopped.
+const STALL: Duration = Duration::from_secs(10);
+
+pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let (rounds, length) = if quick {
+        (1, Duration::from_millis(500))
+    } else {
+        (5, Duration::from_secs(4))
+    };
+    eprintln!(
+        "[1 exchange] {rounds} round(s) of {:.1} s each for eventhost and the baseline, alternating",
+        length.as_secs_f64()
+    );
+    let rss_reset = sys::reset_peak_rss();
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("config.toml");
+    let config = Config::parse(&config_text(build), &config_path)?;
+    let host = Host::start(&config, &dir.path().join("eventhost.redb"))
+        .context("cannot start the host with 8 bench-sink plugins")?;
+    let template = template_event();
+
+    let mut ours = Vec::with_capacity(rounds);
+    let mut bare = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let rate = ours_round(&host, &template, length)?;
+        eprintln!(
+            "[1 exchange] round {round}/{rounds}: eventhost {:.0} events/s",
+            rate
+        );
+        ours.push(rate);
+        let rate = baseline_round(&template, length)?;
+        eprintln!(
+            "[1 exchange] round {round}/{rounds}: crossbeam {:.0} events/s",
+            rate
+        );
+        bare.push(rate);
+    }
+    host.shutdown();
+
+    let mut notes = vec![format!(
+        "events published per second, each delivered to {PLUGINS} plugins; median of {rounds} alternating rounds; queues of {DEFAULT_QUEUE_CAPACITY}, publisher waits for room every {BATCH} events (both sides)"
+    )];
+    if !rss_reset {
+        notes.push("peak RSS could not be reset: it is the process's peak so far".into());
+    }
+    Ok(vec![Row {
+        id: "1",
+        what: format!("Exchange fan-out to {PLUGINS} thread-mode plugins vs crossbeam"),
+        ours: Figure::Rate {
+            per_second: median(ours),
+            unit: "events",
+        },
+        baseline: Some(Figure::Rate {
+            per_second: median(bare),
+            unit: "events",
+        }),
+        target: Some(Target::RatioAtLeast(0.5)),
+        peak_rss_kib: sys::peak_rss_kib(None),
+        rss_of: "bench process, both sides",
+        notes,
+    }])
+}
+
+fn config_text(build: &Path) -> String {
+    let mut text = format!(
+        "[host]\n{}\nlog = \"warn\"\n",
+        crate::plugin_dirs_line(build)
+    );
+    for i in 0..PLUGINS {
+        text.push_str(&format!(
+            "\n[[plugins]]\nname = \"sink-{i}\"\nlibrary = \"{SINK}\"\nqueue_capacity = {DEFAULT_QUEUE_CAPACITY}\n"
+        ));
+    }
+    text
+}
+
+/// A BLOCK_VALID as the ledger publishes it for a block of one CREATE.
+fn template_event() -> Event {
+    let key = Keypair::from_seed([7; 32]);
+    let tx = builder::create(
+        &key,
+        &[(key.public_key(), 1)],
+        serde_json::json!({"bench": "exchange"}),
+        serde_json::Value::Null,
+    );
+    Event {
+        event_type: BLOCK_VALID,
+        seq: 0,
+        height: 0,
+        block_hash: RString::from("ab".repeat(32)),
+        timestamp_ms: 1_764_028_800_000,
+        transactions: RVec::from(vec![RString::from(tx.to_string())]),
+        rejections: RVec::new(),
+    }
+}
+
+fn numbered(template: &Event, seq: u64) -> Event {
+    let mut event = template.clone();
+    event.seq = seq;
+    event.height = seq;
+    event
+}
+
+/// Waits until the fullest queue (as `fullest` reports it) has room for a
+/// batch, giving the consumers the CPU meanwhile.
+fn wait_for_room(fullest: impl Fn() -> usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STALL;
+    while fullest() + BATCH > DEFAULT_QUEUE_CAPACITY {
+        if Instant::now() > deadline {
+            bail!("a consumer stopped receiving for {STALL:?}");
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
+/// Publishes through the host's exchange for `length`; returns events/s
+/// from the first publish until every plugin has received the last event.
+fn ours_round(host: &Host, template: &Event, length: Duration) -> anyhow::Result<f64> {
+    let exchange = &host.services().exchange;
+    let plugins = host.plugins();
+    let first = exchange.head() + 1;
+    let mut last = first - 1;
+    let started = Instant::now();
+    while started.elapsed() < length {
+        wait_for_room(|| {
+            plugins
+                .iter()
+                .map(|p| p.progress().queued())
+                .max()
+                .unwrap_or(0)
+        })?;
+        for _ in 0..BATCH {
+            last += 1;
+            exchange.publish(numbered(template, last));
+        }
+    }
+    let deadline = Instant::now() + STALL;
+    while !plugins.iter().all(|p| p.progress().delivered() == last) {
+        if Instant::now() > deadline {
+            bail!("the plugins did not receive every event within {STALL:?}");
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    Ok((last + 1 - first) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The same events through bare crossbeam channels to counting threads.
+fn baseline_round(template: &Event, length: Duration) -> anyhow::Result<f64> {
+    let (senders, consumers): (Vec<_>, Vec<_>) = (0..PLUGINS)
+        .map(|_| {
+            let (tx, rx) = crossbeam_channel::bounded::<Arc<Event>>(DEFAULT_QUEUE_CAPACITY);
+            (tx, std::thread::spawn(move || rx.iter().count() as u64))
+        })
+        .unzip();
+    let mut sent = 0;
+    let started = Instant::now();
+    while started.elapsed() < length {
+        wait_for_room(|| senders.iter().map(|s| s.len()).max().unwrap_or(0))?;
+        for _ in 0..BATCH {
+            sent += 1;
+            let event = Arc::new(numbered(template, sent));
+            for tx in &senders {
+                tx.send(event.clone())
+                    .context("a baseline consumer ended early")?;
+            }
+        }
+    }
+    drop(senders);
+    for consumer in consumers {
+        let received = consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("a baseline consumer panicked"))?;
+        if received != sent {
+            bail!("a baseline consumer received {received} of {sent} events");
+        }
+    }
+    Ok(sent as f64 / started.elapsed().as_secs_f64())
+}

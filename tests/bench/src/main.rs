@@ -1,0 +1,148 @@
+//! eventhost's benchmarks (issue 9): each row measures eventhost and, where
+//! the issue names one, a bare baseline doing the same work in the same run,
+//! and prints a table with the ratio and peak memory.
+//!
+//! Run it with `bash tests/bench/run.sh` (builds the workspace in release
+//! mode first: the node binary and the plugin libraries it loads are not
+//! dependencies cargo would build for this crate). `--quick` runs every row
+//! for a few seconds; CI uses it to show the benchmarks still work.
+
+mod commit;
+mod exchange;
+mod report;
+mod sys;
+mod txs;
+mod validation;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+
+/// Benchmarks eventhost against bare baselines measured in the same run.
+#[derive(Parser)]
+#[command(max_term_width = 100)]
+struct Cli {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value_t = Which::All)]
+    which: Which,
+    /// A few seconds per row instead of up to a minute: shows the benchmarks
+    /// work, says little about speed.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the rows as JSON (default: target/bench/results.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    All,
+    /// 1: publish to 8 plugins vs a bare crossbeam fan-out.
+    Exchange,
+    /// 2: transaction validation vs bare Ed25519 verification.
+    Validation,
+    /// 3: HTTP POST to BLOCK_VALID through the real node.
+    Commit,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let build = build_dir()?;
+    let machine = sys::machine();
+    eprintln!("machine: {machine}");
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    if matches!(cli.which, Which::All | Which::Exchange) {
+        rows.extend(exchange::run(&build, cli.quick)?);
+    }
+    if matches!(cli.which, Which::All | Which::Validation) {
+        rows.extend(validation::run(cli.quick)?);
+    }
+    if matches!(cli.which, Which::All | Which::Commit) {
+        rows.extend(commit::run(&build, cli.quick)?);
+    }
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    print!("{}", report::table(&rows));
+
+    let out = match &cli.out {
+        Some(out) => out.clone(),
+        None => build
+            .parent()
+            .context("the build directory has no parent")?
+            .join("bench")
+            .join("results.json"),
+    };
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&report::json(&rows, cli.quick, machine))?;
+    std::fs::write(&out, text + "\n").with_context(|| format!("write {}", out.display()))?;
+    eprintln!("results written to {}", out.display());
+    Ok(())
+}
+
+/// The cargo output directory this binary was built into (`target/release`):
+/// the node binary and the plugin libraries must be there too.
+fn build_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let dir = exe
+        .parent()
+        .context("this executable has no directory")?
+        .to_owned();
+    for file in [
+        format!("eventhost{}", std::env::consts::EXE_SUFFIX),
+        eventhost::plugin_manager::library_file_name(SINK),
+    ] {
+        if !dir.join(&file).exists() {
+            bail!(
+                "{} is missing: build the workspace first (`cargo build --release --workspace`, or use tests/bench/run.sh)",
+                dir.join(file).display()
+            );
+        }
+    }
+    if dir.file_name().and_then(|n| n.to_str()) != Some("release") {
+        eprintln!(
+            "warning: running from {} rather than a release build; the figures mean little",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The benchmarks' plugin library (tests/plugins/bench_sink).
+const SINK: &str = "fixture_bench_sink";
+
+/// The value at quantile `q` (0..=1) of sorted samples, nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of per-round rates: robust to a round disturbed by another
+/// tenant of a shared machine.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    quantile(&xs, 0.5)
+}
+
+/// A configuration file for the node or the in-process host, loading
+/// plugins from `build`.
+fn plugin_dirs_line(build: &Path) -> String {
+    format!("plugin_dirs = [{:?}]", build.display().to_string())
+}

@@ -1,0 +1,166 @@
+//! The results: one row per figure, printed as a Markdown table (so a run
+//! can be pasted into the README as is) and written as JSON (so runs can be
+//! compared by a script).
+
+use serde_json::{Value, json};
+
+/// One line of the table.
+pub struct Row {
+    /// The issue's benchmark number, with a letter where one benchmark
+    /// gives several figures ("3a").
+    pub id: &'static str,
+    pub what: String,
+    pub ours: Figure,
+    /// The bare baseline's figure, measured in the same run and the same way.
+    pub baseline: Option<Figure>,
+    pub target: Option<Target>,
+    /// Peak resident memory of whatever ran the row (this process, or the node).
+    pub peak_rss_kib: Option<u64>,
+    /// Whose memory `peak_rss_kib` is.
+    pub rss_of: &'static str,
+    /// Anything a reader needs to interpret the figure.
+    pub notes: Vec<String>,
+}
+
+/// A measured figure.
+#[derive(Clone, Copy)]
+pub enum Figure {
+    /// Things per second.
+    Rate { per_second: f64, unit: &'static str },
+    /// A latency distribution, in milliseconds.
+    Latency { p50_ms: f64, p99_ms: f64 },
+}
+
+/// What the issue asks of a row.
+pub enum Target {
+    /// ours / baseline at least this.
+    RatioAtLeast(f64),
+    /// p99 below this many milliseconds.
+    P99Below(f64),
+}
+
+impl Row {
+    /// ours / baseline, for rates.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.ours, self.baseline?) {
+            (Figure::Rate { per_second: a, .. }, Figure::Rate { per_second: b, .. }) if b > 0.0 => {
+                Some(a / b)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn met(&self) -> Option<bool> {
+        match self.target.as_ref()? {
+            Target::RatioAtLeast(min) => self.ratio().map(|r| r >= *min),
+            Target::P99Below(max) => match self.ours {
+                Figure::Latency { p99_ms, .. } => Some(p99_ms < *max),
+                Figure::Rate { .. } => None,
+            },
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "what": self.what,
+            "ours": self.ours.json(),
+            "baseline": self.baseline.map(|b| b.json()),
+            "ratio": self.ratio(),
+            "target": self.target.as_ref().map(Target::text),
+            "met": self.met(),
+            "peak_rss_kib": self.peak_rss_kib,
+            "rss_of": self.rss_of,
+            "notes": self.notes,
+        })
+    }
+}
+
+impl Figure {
+    fn text(&self) -> String {
+        match *self {
+            Figure::Rate { per_second, unit } => format!("{} {unit}/s", si(per_second)),
+            Figure::Latency { p50_ms, p99_ms } => {
+                format!("p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms")
+            }
+        }
+    }
+
+    fn json(&self) -> Value {
+        match *self {
+            Figure::Rate { per_second, unit } => json!({"per_second": per_second, "unit": unit}),
+            Figure::Latency { p50_ms, p99_ms } => json!({"p50_ms": p50_ms, "p99_ms": p99_ms}),
+        }
+    }
+}
+
+impl Target {
+    fn text(&self) -> String {
+        match self {
+            Target::RatioAtLeast(min) => format!("ratio ≥ {min}"),
+            Target::P99Below(max) => format!("p99 < {max} ms"),
+        }
+    }
+}
+
+/// 1234567 as "1.23 M", 45678 as "45.7 k": four significant figures at most
+/// is all a benchmark on a shared machine can claim.
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// The table, in Markdown.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| # | benchmark | ours | baseline | ratio | target | met | peak RSS |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for row in rows {
+        let cell = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.id,
+            row.what,
+            row.ours.text(),
+            cell(row.baseline.map(|b| b.text())),
+            cell(row.ratio().map(|r| format!("{r:.2}"))),
+            cell(row.target.as_ref().map(Target::text)),
+            cell(
+                row.met()
+                    .map(|m| if m { "yes" } else { "**no**" }.to_owned())
+            ),
+            cell(row.peak_rss_kib.map(|k| format!(
+                "{:.1} MiB ({})",
+                k as f64 / 1024.0,
+                row.rss_of
+            ))),
+        ));
+    }
+    let notes: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.notes.iter().map(move |n| format!("- {}: {n}", r.id)))
+        .collect();
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+/// The results file: the run's conditions (`machine` as it was when the
+/// run started) and every row.
+pub fn json(rows: &[Row], quick: bool, machine: Value) -> Value {
+    json!({
+        "date": crate::sys::today(),
+        "mode": if quick { "quick" } else { "full" },
+        "machine": machine,
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+    })
+}

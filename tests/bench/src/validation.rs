@@ -1,0 +1,105 @@
+//! Row 2, validation: single-signature CREATE transactions validated per
+//! second on one core, from the JSON text a client posts to a checked
+//! `Transaction` (JSON parse, schema, canonical serialization, sha3-256 id,
+//! Ed25519 verification), against bare ed25519-dalek `verify_strict` (what
+//! the ledger uses) of the same signed messages.
+//!
+//! The baseline starts, like the node, from the bytes a transaction carries:
+//! it decompresses each public key before verifying. Signature checking is
+//! the floor of the cost; the ratio says how much the rest adds.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use ed25519_dalek::{Signature, VerifyingKey};
+use eventhost::ledger::transaction::{Transaction, signed_message, signing_base};
+
+use crate::report::{Figure, Row, Target};
+use crate::{median, sys};
+
+/// What the baseline verifies: public key, signed message, signature.
+struct Signed {
+    key: [u8; 32],
+    message: [u8; 32],
+    signature: [u8; 64],
+}
+
+pub fn run(quick: bool) -> anyhow::Result<Vec<Row>> {
+    let (count, rounds) = if quick { (500, 1) } else { (20_000, 7) };
+    let rss_reset = sys::reset_peak_rss();
+    eprintln!("[2 validation] signing {count} distinct CREATE transactions");
+    let texts: Vec<String> = crate::txs::creates(count, "validation")?
+        .into_iter()
+        .map(|tx| tx.text)
+        .collect();
+    let signed = texts
+        .iter()
+        .map(|text| signed_parts(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut ours = Vec::with_capacity(rounds);
+    let mut bare = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let started = Instant::now();
+        for text in &texts {
+            let json = serde_json::from_str(text).context("a generated transaction")?;
+            black_box(Transaction::parse(json).context("a generated transaction is invalid")?);
+        }
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        eprintln!("[2 validation] round {round}/{rounds}: eventhost {rate:.0} tx/s");
+        ours.push(rate);
+
+        let started = Instant::now();
+        for s in &signed {
+            let key = VerifyingKey::from_bytes(black_box(&s.key))?;
+            if key
+                .verify_strict(black_box(&s.message), &Signature::from_bytes(&s.signature))
+                .is_err()
+            {
+                bail!("a generated signature does not verify");
+            }
+        }
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        eprintln!("[2 validation] round {round}/{rounds}: verify_strict {rate:.0} signatures/s");
+        bare.push(rate);
+    }
+
+    let mut notes = vec![format!(
+        "one core; median of {rounds} alternating rounds over {count} distinct transactions; the baseline includes decompressing each public key, as the node must"
+    )];
+    if !rss_reset {
+        notes.push("peak RSS could not be reset: it is the process's peak so far".into());
+    }
+    Ok(vec![Row {
+        id: "2",
+        what: "Validation of 1-signature CREATEs, per core, vs bare verify_strict".into(),
+        ours: Figure::Rate {
+            per_second: median(ours),
+            unit: "tx",
+        },
+        baseline: Some(Figure::Rate {
+            per_second: median(bare),
+            unit: "verifies",
+        }),
+        target: Some(Target::RatioAtLeast(0.7)),
+        peak_rss_kib: sys::peak_rss_kib(None),
+        rss_of: "bench process",
+        notes,
+    }])
+}
+
+/// The key, message and signature of a CREATE's one input, found the way
+/// the ledger finds them.
+fn signed_parts(text: &str) -> anyhow::Result<Signed> {
+    let tx = Transaction::parse(serde_json::from_str(text)?)?;
+    let input = tx.inputs.first().context("a CREATE without inputs")?;
+    let [(key, signature)] = input.fulfillment.signatures()[..] else {
+        bail!("not a single-signature fulfillment");
+    };
+    Ok(Signed {
+        key,
+        message: signed_message(&signing_base(&tx.json), None),
+        signature,
+    })
+}
