@@ -64,7 +64,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         Params {
             clients: 16,
             throughput_for: Duration::from_secs(20),
-            pool: 150_000,
+            pool: 80_000,
             rate: 1000,
             latency_for: Duration::from_secs(30),
             warmup: Duration::from_secs(2),

@@ -39,7 +39,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let (rounds, length) = if quick {
         (1, Duration::from_millis(500))
     } else {
-        (5, Duration::from_secs(4))
+        (15, Duration::from_millis(1500))
     };
     eprintln!(
         "[1 exchange] {rounds} round(s) of {:.1} s each for eventhost and the baseline, alternating",
@@ -56,23 +56,26 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut ours = Vec::with_capacity(rounds);
     let mut bare = Vec::with_capacity(rounds);
     for round in 1..=rounds {
-        let rate = ours_round(&host, &template, length)?;
+        let r = measure(|| ours_round(&host, &template, length))?;
         eprintln!(
-            "[1 exchange] round {round}/{rounds}: eventhost {:.0} events/s",
-            rate
+            "[1 exchange] round {round}/{rounds}: eventhost {}",
+            r.describe()
         );
-        ours.push(rate);
-        let rate = baseline_round(&template, length)?;
+        ours.push(r);
+        let r = measure(|| baseline_round(&template, length))?;
         eprintln!(
-            "[1 exchange] round {round}/{rounds}: crossbeam {:.0} events/s",
-            rate
+            "[1 exchange] round {round}/{rounds}: crossbeam {}",
+            r.describe()
         );
-        bare.push(rate);
+        bare.push(r);
     }
     host.shutdown();
 
+    let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_per_event_us).collect());
     let mut notes = vec![format!(
-        "events published per second, each delivered to {PLUGINS} plugins; median of {rounds} alternating rounds; queues of {DEFAULT_QUEUE_CAPACITY}, publisher waits for room every {BATCH} events (both sides)"
+        "events published per second, each delivered to {PLUGINS} plugins; median of {rounds} alternating rounds; queues of {DEFAULT_QUEUE_CAPACITY}, publisher waits for room every {BATCH} events (both sides); CPU per event (all threads): eventhost {:.2} µs, crossbeam {:.2} µs",
+        cpu(&ours),
+        cpu(&bare)
     )];
     if !rss_reset {
         notes.push("peak RSS could not be reset: it is the process's peak so far".into());
@@ -81,11 +84,11 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         id: "1",
         what: format!("Exchange fan-out to {PLUGINS} thread-mode plugins vs crossbeam"),
         ours: Figure::Rate {
-            per_second: median(ours),
+            per_second: median(ours.iter().map(Round::rate).collect()),
             unit: "events",
         },
         baseline: Some(Figure::Rate {
-            per_second: median(bare),
+            per_second: median(bare.iter().map(Round::rate).collect()),
             unit: "events",
         }),
         target: Some(Target::RatioAtLeast(0.5)),
@@ -93,6 +96,44 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         rss_of: "bench process, both sides",
         notes,
     }])
+}
+
+/// One round of one side: how many events, in how long, for how much CPU.
+struct Round {
+    events: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.wall.as_secs_f64()
+    }
+
+    fn cpu_per_event_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.events as f64
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:.0} events/s, {:.2} µs CPU per event",
+            self.rate(),
+            self.cpu_per_event_us()
+        )
+    }
+}
+
+/// Runs a round (which returns how many events it fan out), timing it on
+/// the wall clock and in CPU time.
+fn measure(round: impl FnOnce() -> anyhow::Result<u64>) -> anyhow::Result<Round> {
+    let cpu = sys::cpu_time();
+    let started = Instant::now();
+    let events = round()?;
+    Ok(Round {
+        events,
+        wall: started.elapsed(),
+        cpu: sys::cpu_time().saturating_sub(cpu),
+    })
 }
 
 fn config_text(build: &Path) -> String {
@@ -148,39 +189,35 @@ fn wait_for_room(fullest: impl Fn() -> usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publishes through the host's exchange for `length`; returns events/s
-/// from the first publish until every plugin has received the last event.
-fn ours_round(host: &Host, template: &Event, length: Duration) -> anyhow::Result<f64> {
+/// Publishes through the host's exchange for `length`, and waits until
+/// every plugin has received the last event; returns how many it published.
+fn ours_round(host: &Host, template: &Event, length: Duration) -> anyhow::Result<u64> {
     let exchange = &host.services().exchange;
-    let plugins = host.plugins();
+    // Each plugin's progress, looked up once: a plugin that restarted
+    // would get a new one, and then the round fails rather than hangs.
+    let progress: Vec<_> = host.plugins().iter().map(|p| p.progress()).collect();
     let first = exchange.head() + 1;
     let mut last = first - 1;
     let started = Instant::now();
     while started.elapsed() < length {
-        wait_for_room(|| {
-            plugins
-                .iter()
-                .map(|p| p.progress().queued())
-                .max()
-                .unwrap_or(0)
-        })?;
+        wait_for_room(|| progress.iter().map(|p| p.queued()).max().unwrap_or(0))?;
         for _ in 0..BATCH {
             last += 1;
             exchange.publish(numbered(template, last));
         }
     }
     let deadline = Instant::now() + STALL;
-    while !plugins.iter().all(|p| p.progress().delivered() == last) {
+    while !progress.iter().all(|p| p.delivered() == last) {
         if Instant::now() > deadline {
             bail!("the plugins did not receive every event within {STALL:?}");
         }
         std::thread::sleep(Duration::from_micros(50));
     }
-    Ok((last + 1 - first) as f64 / started.elapsed().as_secs_f64())
+    Ok(last + 1 - first)
 }
 
 /// The same events through bare crossbeam channels to counting threads.
-fn baseline_round(template: &Event, length: Duration) -> anyhow::Result<f64> {
+fn baseline_round(template: &Event, length: Duration) -> anyhow::Result<u64> {
     let (senders, consumers): (Vec<_>, Vec<_>) = (0..PLUGINS)
         .map(|_| {
             let (tx, rx) = crossbeam_channel::bounded::<Arc<Event>>(DEFAULT_QUEUE_CAPACITY);
@@ -209,5 +246,5 @@ fn baseline_round(template: &Event, length: Duration) -> anyhow::Result<f64> {
             bail!("a baseline consumer received {received} of {sent} events");
         }
     }
-    Ok(sent as f64 / started.elapsed().as_secs_f64())
+    Ok(sent)
 }

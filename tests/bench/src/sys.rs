@@ -2,6 +2,7 @@
 //! run: peak resident memory, and the machine a result was measured on.
 
 use std::fs;
+use std::time::Duration;
 
 /// Peak resident set size (`VmHWM`) of a process, in KiB; `None` for this
 /// process. `None` where /proc is missing (not Linux).
@@ -13,6 +14,20 @@ pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user and system, every thread) this process has used so far.
+/// Unlike a rate, CPU per unit of work barely moves when other tenants of
+/// a shared machine take turns on its cores.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Starts this process's peak RSS afresh (writing 5 to `clear_refs` resets
