@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -62,7 +62,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         }
     } else {
         Params {
-            clients: 16,
+            clients: 64,
             throughput_for: Duration::from_secs(20),
             pool: 80_000,
             rate: 1000,
@@ -97,11 +97,15 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     node.stop()?;
 
     let latency_note = format!(
-        "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average",
+        "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average",
         p.rate,
         p.latency_for.as_secs_f64(),
         p.warmup.as_secs_f64(),
-        latency.block_size
+        latency.block_size,
+        latency.node_waited_us,
+        latency.senders_waited_us,
+        latency.request_ms,
+        latency.block_commit_ms
     );
     Ok(vec![
         Row {
@@ -224,6 +228,11 @@ impl Node {
         self.dir.path().join("stamps.txt")
     }
 
+    /// How long the node's threads have waited for a CPU so far.
+    fn run_queue_wait(&self) -> Duration {
+        crate::sys::run_queue_wait(self.child.id()).unwrap_or_default()
+    }
+
     fn peak_rss_kib(&self) -> Option<u64> {
         crate::sys::peak_rss_kib(Some(self.child.id()))
     }
@@ -343,6 +352,19 @@ fn wait_committed(node: &Node, count: usize) -> anyhow::Result<Vec<Stamp>> {
     }
 }
 
+/// The mean of a Prometheus histogram (its `_sum` over its `_count`), in
+/// milliseconds, over the series whose labels contain `labels`.
+fn mean_ms(metrics: &str, histogram: &str, labels: &str) -> f64 {
+    let total = |suffix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{histogram}{suffix}")) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    total("_sum") * 1e3 / total("_count")
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -450,6 +472,14 @@ struct Latency {
     http: Figure,
     plugin: Figure,
     block_size: f64,
+    /// Mean time the node took to write a block durably, and to answer a
+    /// POST, by its own metrics: what of the latency is the node's.
+    block_commit_ms: f64,
+    request_ms: f64,
+    /// Time the node's threads, and the senders, spent waiting for a CPU,
+    /// per transaction.
+    node_waited_us: f64,
+    senders_waited_us: f64,
 }
 
 fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
@@ -462,10 +492,13 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     let start = Instant::now() + lead;
     let start_ns = now_ns() + lead.as_nanos();
     let http_ms = Mutex::new(vec![f64::NAN; txs.len()]);
+    let node_waited = node.run_queue_wait();
+    let senders_waited_ns = AtomicU64::new(0);
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..p.senders)
             .map(|_| {
                 scope.spawn(|| {
+                    let waited = crate::sys::thread_run_queue_wait().unwrap_or_default();
                     let agent = client();
                     let outcome = loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -480,6 +513,10 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
                         let took = due.elapsed().as_secs_f64() * 1e3;
                         http_ms.lock().unwrap_or_else(|e| e.into_inner())[i] = took;
                     };
+                    let waited = crate::sys::thread_run_queue_wait()
+                        .unwrap_or_default()
+                        .saturating_sub(waited);
+                    senders_waited_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
                     finished.fetch_add(1, Ordering::Relaxed);
                     outcome
                 })
@@ -506,7 +543,13 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     for r in results {
         r?;
     }
+    let node_waited = node.run_queue_wait().saturating_sub(node_waited);
     let stamps = wait_committed(node, txs.len())?;
+    let metrics = client()
+        .get(format!("{}/metrics", node.base))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
     let received: HashMap<&str, u128> = stamps
         .iter()
         .flat_map(|s| s.ids.iter().map(move |id| (id.as_str(), s.at_ns)))
@@ -532,6 +575,14 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         http: figure(&http),
         plugin: figure(&plugin),
         block_size: txs.len() as f64 / stamps.len().max(1) as f64,
+        node_waited_us: node_waited.as_secs_f64() * 1e6 / txs.len() as f64,
+        block_commit_ms: mean_ms(&metrics, "eventhost_block_commit_seconds", ""),
+        request_ms: mean_ms(
+            &metrics,
+            "eventhost_http_request_seconds",
+            "method=\"POST\",route=\"/api/v1/transactions\"",
+        ),
+        senders_waited_us: senders_waited_ns.into_inner() as f64 / 1e3 / txs.len() as f64,
     };
     eprintln!(
         "[3 commit] latency: POST → 202 p50 {:.2} ms p99 {:.2} ms; → plugin p50 {:.2} ms p99 {:.2} ms",

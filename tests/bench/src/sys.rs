@@ -30,6 +30,42 @@ pub fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// CPU time the calling thread has used so far: what "per core" means for
+/// single-threaded work, whatever else the machine is doing.
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: clock_gettime only writes the struct it is given.
+    let now = unsafe {
+        let mut now = std::mem::zeroed::<libc::timespec>();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now);
+        now
+    };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Time the threads of process `pid` have spent runnable but waiting for
+/// a CPU (the second field of each thread's `schedstat`): on a shared
+/// machine, how much of a latency is other tenants' turn on the cores.
+/// Threads that ended are not counted.
+pub fn run_queue_wait(pid: u32) -> Option<Duration> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        total += fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Like [`run_queue_wait`], for the calling thread alone.
+pub fn thread_run_queue_wait() -> Option<Duration> {
+    let text = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        text.split_whitespace().nth(1)?.parse().ok()?,
+    ))
+}
+
 /// Starts this process's peak RSS afresh (writing 5 to `clear_refs` resets
 /// `VmHWM` to the current RSS), so that each in-process row reports its own
 /// peak rather than the largest of the rows before it. Returns whether it could.
