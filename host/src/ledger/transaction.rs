@@ -156,11 +156,14 @@ type Result<T> = std::result::Result<T, Rejected>;
 
 impl Transaction {
     /// Checks a transaction's schema, id and signatures.
-    pub fn parse(json: Value) -> Result<Transaction> {
-        let Value::Object(obj) = &json else {
+    pub fn parse(mut json: Value) -> Result<Transaction> {
+        if !json.is_object() {
             return Err(Rejected::schema("a transaction must be a JSON object"));
+        }
+        let id = check_id(&mut json)?;
+        let Value::Object(obj) = &json else {
+            unreachable!("checked above");
         };
-        let id = check_id(&json, obj)?;
         let version = match obj.get("version") {
             Some(Value::String(v)) if v == "2.0" => Version::V2,
             Some(Value::String(v)) if v == "3.0" => Version::V3,
@@ -241,6 +244,7 @@ impl Transaction {
         }
         let inputs = check_inputs(&obj["inputs"], operation)?;
         let outputs = check_outputs(&obj["outputs"])?;
+        let base = with_unsigned(&mut json, digest);
         let tx = Transaction {
             id,
             version,
@@ -250,12 +254,12 @@ impl Transaction {
             asset_ids,
             json,
         };
-        tx.check_signatures()?;
+        tx.check_signatures(&base)?;
         Ok(tx)
     }
 
-    fn check_signatures(&self) -> Result<()> {
-        let base = signing_base(&self.json);
+    /// Checks every input's fulfillment against `base`, the [`signing_base`].
+    fn check_signatures(&self, base: &Sha3_256) -> Result<()> {
         for (i, input) in self.inputs.iter().enumerate() {
             if self.operation == Operation::Create {
                 // BigchainDB does not compare a CREATE's signers with its
@@ -269,7 +273,7 @@ impl Transaction {
                     ));
                 }
             }
-            let message = signed_message(&base, input.fulfills.as_ref());
+            let message = signed_message(base, input.fulfills.as_ref());
             if !input.fulfillment.verify(&message) {
                 return Err(Rejected::new(
                     Rule::InvalidSignature,
@@ -313,28 +317,58 @@ impl Transaction {
 
 /// The transaction id: sha3-256 of the canonical serialization with `"id": null`.
 pub fn id_of(json: &Value) -> String {
-    let mut body = json.clone();
-    body["id"] = Value::Null;
-    let mut bytes = Vec::with_capacity(1024);
-    canonical::write(&body, &mut bytes);
-    hex(&Sha3_256::digest(&bytes))
+    hex(&with_id_nulled(&mut json.clone(), digest).finalize())
 }
 
 /// The hasher state after the part of the signed message every input
 /// shares: the canonical serialization with every fulfillment and the id nulled.
 pub fn signing_base(json: &Value) -> Sha3_256 {
-    let mut unsigned = json.clone();
-    unsigned["id"] = Value::Null;
-    if let Some(Value::Array(inputs)) = unsigned.get_mut("inputs") {
-        for input in inputs {
-            input["fulfillment"] = Value::Null;
-        }
-    }
+    with_unsigned(&mut json.clone(), digest)
+}
+
+/// The hasher state after the canonical serialization of `json`.
+fn digest(json: &Value) -> Sha3_256 {
     let mut bytes = Vec::with_capacity(1024);
-    canonical::write(&unsigned, &mut bytes);
+    canonical::write(json, &mut bytes);
     let mut hasher = Sha3_256::new();
     hasher.update(&bytes);
     hasher
+}
+
+/// `f` of the transaction object `json` with its id nulled (the member is
+/// added if missing), which is put back afterwards.
+///
+/// Ids and signatures are digests of the transaction with members nulled.
+/// Nulling them in place and restoring them, rather than in copies, saves
+/// copying the whole transaction twice per validation: a sixth of the
+/// instructions validation spends besides the signature check (callgrind
+/// on tests/bench row 2, a one-input CREATE).
+fn with_id_nulled<T>(json: &mut Value, f: impl FnOnce(&Value) -> T) -> T {
+    let id = std::mem::take(&mut json["id"]);
+    let result = f(json);
+    json["id"] = id;
+    result
+}
+
+/// Like [`with_id_nulled`], with every input's fulfillment nulled too:
+/// what the inputs sign.
+fn with_unsigned<T>(json: &mut Value, f: impl FnOnce(&Value) -> T) -> T {
+    let id = std::mem::take(&mut json["id"]);
+    let fulfillments: Vec<Value> = match json.get_mut("inputs") {
+        Some(Value::Array(inputs)) => inputs
+            .iter_mut()
+            .map(|input| std::mem::take(&mut input["fulfillment"]))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let result = f(json);
+    if let Some(Value::Array(inputs)) = json.get_mut("inputs") {
+        for (input, fulfillment) in inputs.iter_mut().zip(fulfillments) {
+            input["fulfillment"] = fulfillment;
+        }
+    }
+    json["id"] = id;
+    result
 }
 
 /// The 32-byte message an input signs: the shared base, extended by the
@@ -359,8 +393,8 @@ fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn check_id(json: &Value, obj: &Map<String, Value>) -> Result<String> {
-    let proposed = match obj.get("id") {
+fn check_id(json: &mut Value) -> Result<String> {
+    let proposed = match json.get("id") {
         None | Some(Value::Null) => {
             return Err(Rejected::new(Rule::InvalidHash, "No transaction id found!"));
         }
@@ -369,7 +403,7 @@ fn check_id(json: &Value, obj: &Map<String, Value>) -> Result<String> {
             return Err(Rejected::schema(format!("id {other} is not a string")));
         }
     };
-    let actual = id_of(json);
+    let actual = hex(&with_id_nulled(json, digest).finalize());
     if proposed != actual {
         return Err(Rejected::new(
             Rule::InvalidHash,
