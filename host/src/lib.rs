@@ -6,6 +6,7 @@
 //! the [`plugin_manager`] loads the plugins and runs each on its own thread.
 
 pub mod api;
+pub mod codec;
 pub mod config;
 pub mod exchange;
 pub mod host;
