@@ -13,5 +13,6 @@ pub mod host;
 pub mod ledger;
 pub mod metrics;
 pub mod plugin_manager;
+pub mod process;
 pub mod replay;
 pub mod store;

@@ -79,6 +79,10 @@ enum Command {
     },
     /// List the configured plugins and the library file each resolves to.
     Plugins,
+    /// The plugin-runner role: runs one plugin in a child process of a host
+    /// (`isolation = "process"`). The host starts it; not for direct use.
+    #[command(hide = true)]
+    RunPlugin,
     /// Print the event log of the data directory as JSON lines, the form
     /// `replay` reads. The host must not be running (the store is locked).
     Events {
@@ -106,6 +110,10 @@ const EXIT_PLUGIN: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::RunPlugin = cli.command {
+        // The host passes everything over the socket; no configuration file.
+        return ExitCode::from(eventhost::process::child::run() as u8);
+    }
     let config_path = match &cli.command {
         Command::CheckConfig { file: Some(file) } => file.clone(),
         _ => cli.config.clone(),
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { .. } => check_config(&config),
         Command::Plugins => list_plugins(&config),
         Command::Events { from, limit } => print_events(&config, from, limit),
+        Command::RunPlugin => unreachable!("handled before loading a configuration"),
     }
 }
 

@@ -36,7 +36,7 @@ impl Advertised {
             .cloned()
     }
 
-    fn set(&self, rel: &str, link: Link) {
+    pub(crate) fn set(&self, rel: &str, link: Link) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = links.get(rel).filter(|old| old.plugin != link.plugin) {
             tracing::warn!(
