@@ -16,12 +16,15 @@ use eventhost::replay;
 use eventhost::store::Store;
 use tracing_subscriber::EnvFilter;
 
-/// A plugin host for ledger node events.
+/// A ledger node and plugin host for its events.
 ///
-/// eventhost publishes BLOCK_VALID (1) and BLOCK_INVALID (2) events to the
-/// plugins listed in its configuration file. Each plugin is a shared library
-/// built against the eventhost-plugin-api crate; it runs on its own thread
-/// and consumes the events it subscribed to from its own queue.
+/// eventhost accepts transactions over a BigchainDB/Planetmint-compatible
+/// HTTP API, commits them in blocks, and publishes BLOCK_VALID (1) and
+/// BLOCK_INVALID (2) events to the plugins listed in its configuration
+/// file. Each plugin is a shared library built against the
+/// eventhost-plugin-api crate; it runs on a thread of its own or in a child
+/// process, and consumes the events it subscribed to from its own queue.
+/// `eventhost check-config` checks a configuration and its plugins.
 ///
 /// Exit status: 0 success; 1 runtime failure; 2 bad command line,
 /// configuration or input file; 3 a required plugin failed to load or start.
