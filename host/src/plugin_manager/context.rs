@@ -55,6 +55,17 @@ impl Advertised {
     }
 }
 
+/// Writes a line a plugin logged into the host's log, tagged with its name.
+pub(crate) fn log_line(plugin: &str, level: LogLevel, message: &str) {
+    match level {
+        LogLevel::Error => tracing::error!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Info => tracing::info!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Trace => tracing::trace!(target: "eventhost::plugin", plugin, "{message}"),
+    }
+}
+
 /// What every plugin's context shares.
 #[derive(Clone)]
 pub struct Services {
@@ -71,7 +82,8 @@ pub(super) struct PluginContext {
     pub services: Services,
 }
 
-fn labels(pairs: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>) -> Vec<(String, String)> {
+/// A metric's labels as they cross the boundary, owned.
+pub(crate) fn labels(pairs: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
@@ -88,14 +100,7 @@ impl HostContext for PluginContext {
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        let plugin = self.record.name();
-        match level {
-            LogLevel::Error => tracing::error!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Info => tracing::info!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Trace => tracing::trace!(target: "eventhost::plugin", plugin, "{message}"),
-        }
+        log_line(self.record.name(), level, message.as_str());
     }
 
     fn ready(&self) {

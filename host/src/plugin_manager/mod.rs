@@ -25,6 +25,7 @@ use abi_stable::std_types::RResult;
 use eventhost_plugin_api::ffi::{HostContext_TO, HostQueue_TO, RunArgs};
 
 pub use context::{Advertised, Link, Services};
+pub(crate) use context::{labels, log_line};
 pub use load::{
     LoadError, LoadErrorKind, LoadedPlugin, library_file_name, load, open_library, resolve,
 };

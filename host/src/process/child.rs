@@ -24,7 +24,7 @@ use eventhost_plugin_api::{Event, SharedEvent};
 
 use super::frame::{self, Reply, ToChild, ToHost};
 use crate::codec;
-use crate::plugin_manager::open_library;
+use crate::plugin_manager::{labels, open_library};
 
 /// The environment variable naming the socket's file descriptor.
 pub const FD_VAR: &str = "EVENTHOST_PLUGIN_FD";
@@ -231,13 +231,6 @@ struct ChildContext {
     name: String,
     config_json: String,
     link: Arc<Link>,
-}
-
-fn labels(pairs: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 impl HostContext for ChildContext {

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eventhost_plugin_api::ffi::{HostQueue, Received};
+use eventhost_plugin_api::ffi::{HostQueue, LogLevel, Received};
 
 use super::child::FD_VAR;
 use super::frame::{self, Reply, ToChild, ToHost};
 use crate::codec;
 use crate::exchange::Queue;
-use crate::plugin_manager::{Link, PluginRecord, Services, State};
+use crate::plugin_manager::{Link, PluginRecord, Services, State, log_line};
 
 /// The descriptor the child finds its end of the socket on.
 const CHILD_FD: i32 = 3;
@@ -188,13 +188,16 @@ fn handle(
             record.set_last_error(&reason);
             record.set_state(State::Failed(reason));
         }
-        ToHost::Log { level, message } => match level {
-            0 => tracing::error!(target: "eventhost::plugin", plugin, "{message}"),
-            1 => tracing::warn!(target: "eventhost::plugin", plugin, "{message}"),
-            2 => tracing::info!(target: "eventhost::plugin", plugin, "{message}"),
-            3 => tracing::debug!(target: "eventhost::plugin", plugin, "{message}"),
-            _ => tracing::trace!(target: "eventhost::plugin", plugin, "{message}"),
-        },
+        ToHost::Log { level, message } => {
+            let level = match level {
+                0 => LogLevel::Error,
+                1 => LogLevel::Warn,
+                2 => LogLevel::Info,
+                3 => LogLevel::Debug,
+                _ => LogLevel::Trace,
+            };
+            log_line(plugin, level, &message);
+        }
         ToHost::Advertise { rel, url } => {
             tracing::info!(plugin, "plugin advertises {rel} = {url}");
             services.advertised.set(
