@@ -18,6 +18,10 @@ pub struct Config {
     pub advertised_url: Option<String>,
     /// Messages a client may fall behind before it is closed as too slow.
     pub client_queue_capacity: usize,
+    /// The kernel's send buffer per client (SO_SNDBUF): what a stalled client
+    /// holds in the kernel besides its queue. 0 leaves it to the kernel's
+    /// autotuning (up to 4 MiB per client on Linux).
+    pub send_buffer_bytes: usize,
     /// How often the server pings each client; 0 turns keep-alive pings off.
     pub ping_interval_ms: u64,
     /// How long a client has to answer a ping with a pong.
@@ -40,6 +44,7 @@ impl Default for Config {
             bind: "127.0.0.1:9985".into(),
             advertised_url: None,
             client_queue_capacity: 10_000,
+            send_buffer_bytes: 256 * 1024,
             ping_interval_ms: 20_000,
             pong_timeout_ms: 20_000,
             tcp_keepalive_ms: 60_000,

@@ -57,14 +57,20 @@ pub async fn serve(
 }
 
 /// Socket options for a client: TCP keepalive, so that the kernel notices
-/// a vanished peer on an idle connection; no Nagle delay, since the
-/// connection batches its writes itself.
+/// a vanished peer on an idle connection; a bounded send buffer, so that a
+/// stalled client cannot park megabytes in the kernel before its queue
+/// even starts to fill; no Nagle delay, since the connection batches its
+/// writes itself.
 fn tune(tcp: &TcpStream, config: &Config, ctx: &Context) {
+    let socket = SockRef::from(tcp);
     let every = config.tcp_keepalive();
     let keepalive = TcpKeepalive::new().with_time(every).with_interval(every);
-    let outcome = SockRef::from(tcp)
+    let mut outcome = socket
         .set_tcp_keepalive(&keepalive)
         .and_then(|()| tcp.set_nodelay(true));
+    if config.send_buffer_bytes > 0 {
+        outcome = outcome.and_then(|()| socket.set_send_buffer_size(config.send_buffer_bytes));
+    }
     if let Err(e) = outcome {
         ctx.debug(format_args!("cannot set socket options: {e}"));
     }
