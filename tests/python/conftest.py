@@ -1,0 +1,95 @@
+"""Shared fixtures for the Python end-to-end tests: the real eventhost
+binary (target/debug/eventhost) with the workspace's plugins
+(target/debug), built by `cargo build --workspace` beforehand."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_DIR = REPO / "target" / "debug"
+EVENTHOST = BUILD_DIR / "eventhost"
+
+# How long anything may take before a test is declared hung (never a speed limit).
+HANG_GUARD = 60.0
+
+
+class Eventhost:
+    """An eventhost process, its log in a file.
+
+    By default it runs `replay -`, which publishes each line the test
+    writes with `feed` as one event.
+    """
+
+    def __init__(self, workdir: Path, plugins: str, args=("replay", "-")):
+        if not EVENTHOST.exists():
+            raise RuntimeError(f"{EVENTHOST} is missing: run `cargo build --workspace` first")
+        config = workdir / "config.toml"
+        config.write_text(
+            "[host]\n"
+            f"plugin_dirs = [{str(BUILD_DIR)!r}]\n"
+            'data_dir = "data"\n'
+            "shutdown_timeout_ms = 2000\n\n" + plugins
+        )
+        self.log_path = workdir / "eventhost.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(EVENTHOST), "--config", str(config), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=workdir,
+                env={**os.environ, "RUST_LOG": "info"},
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = HANG_GUARD) -> str:
+        """Waits for a log line containing `needle` and returns it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                if needle in line:
+                    return line
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"eventhost exited ({self.process.returncode}) before logging {needle!r}:\n{self.log()}"
+                )
+            time.sleep(0.02)
+        raise AssertionError(f"eventhost did not log {needle!r} within {timeout}s:\n{self.log()}")
+
+    def feed(self, line: str):
+        """Writes one line to eventhost's standard input (one event for `replay -`)."""
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> int:
+        """Ends the input (a replay then stops) and waits; kills it if it hangs."""
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            return self.process.wait(timeout=HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"eventhost did not stop:\n{self.log()}")
+
+
+@pytest.fixture
+def eventhost(tmp_path):
+    """Starts eventhost: `eventhost(plugins_toml, args=("replay", "-"))`.
+    Every host a test started is stopped when the test ends."""
+    started = []
+
+    def start(plugins: str, args=("replay", "-")) -> Eventhost:
+        host = Eventhost(tmp_path, plugins, args)
+        started.append(host)
+        return host
+
+    yield start
+    for host in started:
+        if host.process.poll() is None:
+            host.stop()
