@@ -53,7 +53,9 @@ pub async fn serve(
     config: Arc<Config>,
     ctx: Arc<Context>,
 ) {
-    let upgrade = handshake::accept(tcp, &hub, config.websocket());
+    // Boxed, so that the handshake's state is freed once it is done rather
+    // than sizing every connection's task for it (~700 bytes per client).
+    let upgrade = Box::pin(handshake::accept(tcp, &hub, config.websocket()));
     let Upgraded {
         socket,
         stream,
