@@ -19,12 +19,13 @@ use tokio::time::Interval;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
 use crate::hub::Hub;
 use crate::keepalive::Keepalive;
+use crate::messages::Text;
 
 /// Messages written before a flush: flushing per message costs far more
 /// CPU, and flushing at least this often keeps pings going out under load.
@@ -130,7 +131,7 @@ async fn read(incoming: &mut SplitStream<Socket>, keepalive: &Keepalive) -> End 
 /// Sends the client's queue, in order, and the keep-alive pings.
 async fn write(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    queue: &mut mpsc::Receiver<Text>,
     keepalive: &Keepalive,
 ) -> End {
     let mut pings = keepalive.pings();
@@ -162,13 +163,13 @@ async fn next_ping(pings: &mut Option<Interval>) {
 /// Writes `first` and whatever else is queued, then flushes once.
 async fn send_batch(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
-    first: Utf8Bytes,
+    queue: &mut mpsc::Receiver<Text>,
+    first: Text,
 ) -> Result<(), WsError> {
-    sink.feed(Message::Text(first)).await?;
+    sink.feed(Message::Text((*first).clone())).await?;
     for _ in 1..MAX_BATCH {
         match queue.try_recv() {
-            Ok(text) => sink.feed(Message::Text(text)).await?,
+            Ok(text) => sink.feed(Message::Text((*text).clone())).await?,
             Err(_) => break,
         }
     }

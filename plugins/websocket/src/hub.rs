@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use eventhost_plugin_api::Event;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::filter::Filter;
-use crate::messages::{self, Outgoing};
+use crate::messages::{self, Outgoing, Text};
 use crate::stream::Stream;
 
 pub struct Hub {
@@ -44,7 +43,7 @@ impl Clients {
 /// The hub's side of one client.
 struct Client {
     filter: Filter,
-    queue: mpsc::Sender<Utf8Bytes>,
+    queue: mpsc::Sender<Text>,
     too_slow: Option<oneshot::Sender<()>>,
 }
 
@@ -76,7 +75,7 @@ pub struct Subscription {
     stream: Stream,
     id: u64,
     /// The client's messages; ends once the hub closes and the queue is drained.
-    pub queue: mpsc::Receiver<Utf8Bytes>,
+    pub queue: mpsc::Receiver<Text>,
     /// Completes with `Ok` if the client fell behind by more than a full queue.
     pub too_slow: oneshot::Receiver<()>,
 }
@@ -220,7 +219,7 @@ mod tests {
             .unwrap();
         hub.publish(&block(1, &["t1"]));
         let (ma, mb) = (a.queue.try_recv().unwrap(), b.queue.try_recv().unwrap());
-        assert_eq!(ma.as_str().as_ptr(), mb.as_str().as_ptr());
+        assert!(Arc::ptr_eq(&ma, &mb));
     }
 
     #[test]

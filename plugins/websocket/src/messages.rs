@@ -13,10 +13,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::stream::Stream;
 use crate::transaction::TxFacts;
 
+/// A serialized message. Behind an `Arc` so that it takes 8 bytes in each
+/// client's queue rather than 32: a client's queue may hold thousands.
+pub type Text = Arc<Utf8Bytes>;
+
 /// One message, ready for any number of clients.
 #[derive(Clone)]
 pub struct Outgoing {
-    pub text: Utf8Bytes,
+    pub text: Text,
     /// The transaction the message is about, for filters (none for block messages).
     pub tx: Option<Arc<TxFacts>>,
 }
@@ -163,9 +167,9 @@ fn block_message(message: &impl Serialize) -> Outgoing {
     }
 }
 
-fn to_text(message: &impl Serialize) -> Utf8Bytes {
+fn to_text(message: &impl Serialize) -> Text {
     // Strings, integers and lists of them always serialize.
-    serde_json::to_string(message).unwrap_or_default().into()
+    Arc::new(serde_json::to_string(message).unwrap_or_default().into())
 }
 
 #[cfg(test)]
