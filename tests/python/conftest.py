@@ -34,6 +34,7 @@ class Eventhost:
             'data_dir = "data"\n'
             "shutdown_timeout_ms = 2000\n\n" + plugins
         )
+        self.args = tuple(args)
         self.log_path = workdir / "eventhost.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -68,9 +69,12 @@ class Eventhost:
         self.process.stdin.flush()
 
     def stop(self) -> int:
-        """Ends the input (a replay then stops) and waits; kills it if it hangs."""
+        """Stops eventhost and returns its exit status: a replay by ending its
+        input, anything else with SIGTERM. Kills it if it hangs."""
         if self.process.stdin and not self.process.stdin.closed:
             self.process.stdin.close()
+        if self.args[:1] != ("replay",):
+            self.process.terminate()
         try:
             return self.process.wait(timeout=HANG_GUARD)
         except subprocess.TimeoutExpired:
