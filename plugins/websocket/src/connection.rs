@@ -98,7 +98,7 @@ pub async fn serve(
         let message = format!("closing client {peer} on {path}: {}", frame.reason);
         match end {
             End::TooSlow => ctx.warn(format_args!(
-                "{message} ({} slow clients so far)",
+                "{message} (slow clients so far: {})",
                 hub.too_slow_count()
             )),
             End::NoPong => ctx.info(message),
