@@ -1,0 +1,186 @@
+//! The HTTP upgrade: which stream a client asks for, with which filter, or
+//! why it cannot have it.
+//!
+//! Everything is decided before the upgrade is accepted, so a wrong path or
+//! filter is an HTTP error the client can read (404, 400), never a socket
+//! that opens and stays silent. A client is in the hub by the time it
+//! receives the `101 Switching Protocols`: it receives every message
+//! published after its connect call returned.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, error::ProtocolError};
+
+use crate::filter::Filter;
+use crate::hub::{Hub, Refusal, Subscription};
+use crate::stream::Stream;
+
+/// An upgraded connection and the client's place in the hub.
+pub struct Upgraded<S> {
+    pub socket: WebSocketStream<S>,
+    pub stream: Stream,
+    pub subscription: Subscription,
+}
+
+/// Performs the upgrade on `io`. On failure the client has been told why
+/// (when it can still be told) and the error says it for the log.
+pub async fn accept<S>(
+    mut io: S,
+    hub: &Arc<Hub>,
+    config: WebSocketConfig,
+) -> Result<Upgraded<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut joined = None;
+    let admission = Admission {
+        hub,
+        joined: &mut joined,
+    };
+    // The handshake borrows the socket, so that a request tungstenite
+    // cannot take can still be answered on it.
+    let outcome = tokio_tungstenite::accept_hdr_async_with_config(&mut io, admission, Some(config))
+        .await
+        .map(drop);
+    match (outcome, joined) {
+        (Ok(()), Some((stream, subscription))) => Ok(Upgraded {
+            // The handshake refuses bytes after the request, so nothing of
+            // the client's is buffered in the stream it made: wrapping the
+            // socket afresh loses nothing.
+            socket: WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
+            stream,
+            subscription,
+        }),
+        (Ok(()), None) => Err("upgraded without choosing a stream".into()),
+        (Err(WsError::Http(response)), _) => Err(format!("refused with {}", response.status())),
+        (Err(e), _) if answerable(&e) => {
+            let body = format!("expected a WebSocket upgrade request: {e}\n");
+            let response = plain_response(StatusCode::BAD_REQUEST, &body);
+            let _ = io.write_all(response.as_bytes()).await;
+            let _ = io.shutdown().await;
+            Err(format!("not a WebSocket upgrade request: {e}"))
+        }
+        (Err(e), _) => Err(e.to_string()),
+    }
+}
+
+/// Decides, from the request, which stream the client joins.
+struct Admission<'a> {
+    hub: &'a Arc<Hub>,
+    joined: &'a mut Option<(Stream, Subscription)>,
+}
+
+impl Callback for Admission<'_> {
+    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+        let (stream, filter) = route(request.uri()).map_err(Refused::into_response)?;
+        let subscription = self.hub.subscribe(stream, filter).map_err(|refusal| {
+            let message = match refusal {
+                Refusal::Full(max) => format!("too many clients: this server takes at most {max}"),
+                Refusal::Closed => "the server is shutting down".into(),
+            };
+            Refused(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
+        })?;
+        *self.joined = Some((stream, subscription));
+        Ok(response)
+    }
+}
+
+/// Why a request cannot have a stream: an HTTP status and a sentence.
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+/// The stream and filter a request's path and query ask for.
+fn route(uri: &Uri) -> Result<(Stream, Filter), Refused> {
+    let stream = Stream::from_path(uri.path()).ok_or_else(|| {
+        let paths: Vec<&str> = Stream::ALL.iter().map(|s| s.path()).collect();
+        Refused(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no stream at {}; the streams are {}",
+                uri.path(),
+                paths.join(", ")
+            ),
+        )
+    })?;
+    let filter = Filter::parse(stream, uri.query().unwrap_or(""))
+        .map_err(|message| Refused(StatusCode::BAD_REQUEST, message))?;
+    Ok((stream, filter))
+}
+
+/// Whether a failed handshake left a client that waits for an answer: it
+/// sent a request tungstenite could not take (no upgrade headers, a wrong
+/// method, malformed HTTP), as opposed to leaving or being answered already.
+fn answerable(e: &WsError) -> bool {
+    match e {
+        WsError::Protocol(ProtocolError::HandshakeIncomplete) => false,
+        WsError::Protocol(_) | WsError::HttpFormat(_) | WsError::Capacity(_) => true,
+        _ => false,
+    }
+}
+
+impl Refused {
+    /// The response tungstenite writes in place of the upgrade.
+    fn into_response(self) -> ErrorResponse {
+        let Refused(status, message) = self;
+        let body = format!("{message}\n");
+        let mut response = ErrorResponse::new(None);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        *response.body_mut() = Some(body);
+        response
+    }
+}
+
+/// The same refusal, written by hand for the requests tungstenite gives up on.
+fn plain_response(status: StatusCode, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(uri: &str) -> (StatusCode, String) {
+        let Refused(status, message) = route(&uri.parse().unwrap()).unwrap_err();
+        (status, message)
+    }
+
+    #[test]
+    fn routes_paths_and_filters() {
+        let (stream, _) =
+            route(&"/api/v1/streams/valid_tx?operation=CREATE".parse().unwrap()).unwrap();
+        assert_eq!(stream, Stream::ValidTx);
+        let (status, body) = refused("/api/v1/streams/nope");
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.starts_with("no stream at /api/v1/streams/nope; the streams are /api/v1/streams/valid_transactions, "), "{body}");
+        let (status, body) = refused("/api/v1/streams/valid_transactions?asset_id=1");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.starts_with("asset_id must be"), "{body}");
+    }
+
+    #[test]
+    fn a_plain_response_is_well_formed() {
+        let text = plain_response(StatusCode::BAD_REQUEST, "why\n");
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(
+            text.ends_with("Content-Length: 4\r\nConnection: close\r\n\r\nwhy\n"),
+            "{text}"
+        );
+    }
+}
