@@ -492,7 +492,10 @@ fn a_panicking_plugin_is_restarted_and_sees_every_event_once_in_order() {
     let config = std::fs::read_to_string(s.path("config.toml")).unwrap();
     s.write(
         "config.toml",
-        &config.replace("[host]\n", "[host]\nrestart_max_failures = 100\n"),
+        &config
+            .replace("[host]\n", "[host]\nrestart_max_failures = 100\n")
+            // A loaded machine must not get the restarting plugin abandoned.
+            .replace("shutdown_timeout_ms = 500", "shutdown_timeout_ms = 5000"),
     );
     let run = s.run(&["replay", s.events(35, 0).to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr);

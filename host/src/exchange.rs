@@ -234,18 +234,27 @@ impl Queue {
     /// Reads the next batch of missed events from the log; when that reaches
     /// the head, switches the subscriber back to its live queue.
     fn catch_up(&self, from: u64) {
-        let events = match self.exchange.store.read(from, CATCH_UP_BATCH) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!("cannot read missed events from the event log: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                return;
+        // Only what was published: the log already holds events the
+        // publisher is about to hand out live, and they must come only once.
+        let head = self.exchange.head();
+        let wanted = head.saturating_sub(from).saturating_add(1);
+        let max = usize::try_from(wanted).map_or(CATCH_UP_BATCH, |n| n.min(CATCH_UP_BATCH));
+        let events = if from > head {
+            Vec::new()
+        } else {
+            match self.exchange.store.read(from, max) {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!("cannot read missed events from the event log: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                    return;
+                }
             }
         };
         let mut next = from;
         {
             let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-            for event in events {
+            for event in events.into_iter().take_while(|e| e.seq <= head) {
                 next = event.seq + 1;
                 if self.mask.contains(event.event_type) {
                     backlog.push_back(RArc::new(event));
@@ -271,12 +280,16 @@ impl Queue {
             if let Some(event) = backlogged {
                 return self.deliver(event);
             }
+            // Read before looking at the live queue: once the publisher has
+            // marked the subscriber behind it sends nothing more, so an
+            // empty queue then really holds nothing older than the mark.
+            // (Looked at the other way round, the queue could refill and
+            // overflow in between, and missed events would overtake it.)
+            let behind_from = self.progress.behind_from.load(Ordering::Acquire);
             match self.rx.try_recv() {
                 Ok(event) => return self.deliver_queued(event),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             }
-            // The live queue is empty: only now may missed events follow.
-            let behind_from = self.progress.behind_from.load(Ordering::Acquire);
             if behind_from != 0 {
                 self.catch_up(behind_from);
                 continue;
@@ -414,6 +427,48 @@ mod tests {
         let expected: Vec<u64> = (1..=1100).filter(|s| s % 10 != 0 || *s > 1000).collect();
         assert_eq!(got, expected);
         assert_eq!(slow.progress().delivered(), 1100);
+    }
+
+    #[test]
+    fn a_queue_that_overflows_while_being_read_keeps_order_without_duplicates() {
+        let f = fixture();
+        let q = f.exchange.subscribe("racy", BLOCK_VALID.into(), 4, 0);
+        const EVENTS: u64 = 20_000;
+        const BATCH: u64 = 500;
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::with_capacity(EVENTS as usize);
+            while got.len() < EVENTS as usize {
+                match q.recv(10_000) {
+                    Received::Event(e) => got.push(e.seq),
+                    _ => break,
+                }
+            }
+            got
+        });
+        // Batched appends keep the log's writes from being the whole test.
+        for start in (1..=EVENTS).step_by(BATCH as usize) {
+            let mut batch: Vec<Event> = (start..start + BATCH)
+                .map(|height| Event {
+                    event_type: BLOCK_VALID,
+                    seq: 0,
+                    height,
+                    block_hash: "h".into(),
+                    timestamp_ms: 0,
+                    transactions: RVec::new(),
+                    rejections: RVec::new(),
+                })
+                .collect();
+            f.store.append(&mut batch).unwrap();
+            for event in batch {
+                f.exchange.publish(event);
+            }
+        }
+        let got = reader.join().unwrap();
+        let expected: Vec<u64> = (1..=EVENTS).collect();
+        if got != expected {
+            let first = got.iter().zip(&expected).position(|(g, w)| g != w);
+            panic!("{} events; first difference at {first:?}", got.len());
+        }
     }
 
     #[test]
