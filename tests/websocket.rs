@@ -400,7 +400,7 @@ async fn unknown_paths_and_malformed_filters_are_refused_at_the_upgrade() {
         (
             format!("{VALID_BLOCKS}?operation=CREATE"),
             "400 Bad Request",
-            "/api/v1/streams/valid_blocks takes no query parameters, but got `operation`",
+            "/api/v1/streams/valid_blocks takes no filters, but got `operation`",
         ),
     ];
     for (target, status, message) in &cases {

@@ -5,10 +5,12 @@
 //! filter is an HTTP error the client can read (404, 400), never a socket
 //! that opens and stays silent. A client is in the hub by the time it
 //! receives the `101 Switching Protocols`: it receives every message
-//! published after its connect call returned.
+//! published after its connect call returned, and a resuming client
+//! (`?last_seen_event=`) whatever the log holds after the event it names.
 
 use std::sync::Arc;
 
+use eventhost_plugin_api::Context;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{
@@ -20,6 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, error::ProtocolError};
 
 use crate::filter::Filter;
 use crate::hub::{Hub, Refusal, Subscription};
+use crate::resume::{self, Replay};
 use crate::stream::Stream;
 
 /// An upgraded connection and the client's place in the hub.
@@ -27,6 +30,8 @@ pub struct Upgraded<S> {
     pub socket: WebSocketStream<S>,
     pub stream: Stream,
     pub subscription: Subscription,
+    /// What to send from the log before the live messages, if resuming.
+    pub replay: Option<Replay>,
 }
 
 /// Performs the upgrade on `io`. On failure the client has been told why
@@ -34,6 +39,7 @@ pub struct Upgraded<S> {
 pub async fn accept<S>(
     mut io: S,
     hub: &Arc<Hub>,
+    ctx: &Arc<Context>,
     config: WebSocketConfig,
 ) -> Result<Upgraded<S>, String>
 where
@@ -42,6 +48,7 @@ where
     let mut joined = None;
     let admission = Admission {
         hub,
+        ctx,
         joined: &mut joined,
     };
     // The handshake borrows the socket, so that a request tungstenite
@@ -50,13 +57,14 @@ where
         .await
         .map(drop);
     match (outcome, joined) {
-        (Ok(()), Some((stream, subscription))) => Ok(Upgraded {
+        (Ok(()), Some((stream, subscription, replay))) => Ok(Upgraded {
             // The handshake refuses bytes after the request, so nothing of
             // the client's is buffered in the stream it made: wrapping the
             // socket afresh loses nothing.
             socket: WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
             stream,
             subscription,
+            replay,
         }),
         (Ok(()), None) => Err("upgraded without choosing a stream".into()),
         (Err(WsError::Http(response)), _) => Err(format!("refused with {}", response.status())),
@@ -74,12 +82,19 @@ where
 /// Decides, from the request, which stream the client joins.
 struct Admission<'a> {
     hub: &'a Arc<Hub>,
-    joined: &'a mut Option<(Stream, Subscription)>,
+    ctx: &'a Arc<Context>,
+    joined: &'a mut Option<(Stream, Subscription, Option<Replay>)>,
 }
 
 impl Callback for Admission<'_> {
     fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
         let (stream, filter) = route(request.uri()).map_err(Refused::into_response)?;
+        let query = request.uri().query().unwrap_or("");
+        let after = resume::requested(query)
+            .and_then(|id| id.map(|id| resume::resolve(self.ctx, &id)).transpose())
+            .map_err(|message| Refused(StatusCode::BAD_REQUEST, message).into_response())?;
+        let replay = after.map(|after| Replay::new(self.ctx.clone(), stream, filter.clone(), after));
+        // Joined before the log is read: see `resume`.
         let subscription = self.hub.subscribe(stream, filter).map_err(|refusal| {
             let message = match refusal {
                 Refusal::Full(max) => format!("too many clients: this server takes at most {max}"),
@@ -87,7 +102,7 @@ impl Callback for Admission<'_> {
             };
             Refused(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
         })?;
-        *self.joined = Some((stream, subscription));
+        *self.joined = Some((stream, subscription, replay));
         Ok(response)
     }
 }

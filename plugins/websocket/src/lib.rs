@@ -20,6 +20,7 @@ mod handshake;
 mod hub;
 mod keepalive;
 mod messages;
+mod resume;
 mod server;
 mod stream;
 mod transaction;
