@@ -93,7 +93,8 @@ impl Callback for Admission<'_> {
         let after = resume::requested(query)
             .and_then(|id| id.map(|id| resume::resolve(self.ctx, &id)).transpose())
             .map_err(|message| Refused(StatusCode::BAD_REQUEST, message).into_response())?;
-        let replay = after.map(|after| Replay::new(self.ctx.clone(), stream, filter.clone(), after));
+        let replay =
+            after.map(|after| Replay::new(self.ctx.clone(), stream, filter.clone(), after));
         // Joined before the log is read: see `resume`.
         let subscription = self.hub.subscribe(stream, filter).map_err(|refusal| {
             let message = match refusal {

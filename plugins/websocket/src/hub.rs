@@ -175,8 +175,7 @@ impl Hub {
         for (stream, messages) in &rendered.streams {
             let stream_clients = &mut clients.by_stream[stream.index()];
             for message in messages {
-                stream_clients
-                    .retain(|_, client| client.offer(event.seq, message, &self.too_slow));
+                stream_clients.retain(|_, client| client.offer(event.seq, message, &self.too_slow));
             }
         }
         rendered.skipped
