@@ -921,3 +921,94 @@ async fn measure_the_replay_rate() {
         BLOCKS as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// The upgrade for `path` with extra request headers.
+async fn connect_with(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}{path}")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let tcp = TcpStream::connect(address).await.unwrap();
+    tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(request, tcp))
+        .await
+        .expect("the upgrade hung")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_required_in_any_accepted_form_and_never_logged() {
+    const IN_CONFIG: &str = "config-token-7f3a9c";
+    const IN_FILE: &str = "file-token-2b8e41";
+    let sandbox = Sandbox::new();
+    let file = sandbox.write("tokens", &format!("# stream clients\n{IN_FILE}\n\n"));
+    let mut host = Host::start(&format!(
+        "tokens = [{IN_CONFIG:?}]\ntokens_file = {:?}",
+        file.display().to_string()
+    ));
+    let address = host.address.clone();
+
+    for (headers, why) in [
+        (vec![], "a bearer token is required"),
+        (
+            vec![("authorization", "Bearer wrong-token")],
+            "the bearer token is not valid",
+        ),
+        (
+            vec![("authorization", &format!("Basic {IN_CONFIG}") as &str)],
+            "a bearer token is required",
+        ),
+        (
+            vec![("sec-websocket-protocol", "bearer, wrong-token")],
+            "the bearer token is not valid",
+        ),
+    ] {
+        match connect_with(&address, VALID_BLOCKS, &headers).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "{headers:?}");
+                assert_eq!(response.headers()["www-authenticate"], "Bearer");
+                let body = String::from_utf8(response.body().clone().unwrap()).unwrap();
+                assert!(body.starts_with(why), "{headers:?}: {body}");
+            }
+            other => panic!("{headers:?}: expected 401, got {other:?}"),
+        }
+    }
+
+    let bearer = format!("Bearer {IN_CONFIG}");
+    let cylinder = format!("Bearer Cylinder: {IN_FILE}");
+    let subprotocols = format!("bearer, {IN_CONFIG}");
+    let mut clients = Vec::new();
+    for (name, value) in [
+        ("authorization", &bearer),
+        ("authorization", &cylinder),
+        ("sec-websocket-protocol", &subprotocols),
+    ] {
+        let (ws, response) = connect_with(&address, VALID_BLOCKS, &[(name, value)])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {value}: {e}"));
+        if name == "sec-websocket-protocol" {
+            assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+        }
+        clients.push(ws);
+    }
+    host.feed(&block_valid(
+        1,
+        &[create(Version::V2, &tx_id(1), &public_key(1))],
+    ));
+    for client in &mut clients {
+        assert_eq!(next_json(client).await["height"], 1);
+    }
+
+    let log = host.running.log();
+    for secret in [IN_CONFIG, IN_FILE, "wrong-token"] {
+        assert!(!log.contains(secret), "the log holds a token:\n{log}");
+    }
+}

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
 use crate::hub::{Hub, Queued};
@@ -56,11 +57,18 @@ pub async fn serve(
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    tokens: Option<Arc<Tokens>>,
     ctx: Arc<Context>,
 ) {
     // Boxed, so that the handshake's state is freed once it is done rather
     // than sizing every connection's task for it (~700 bytes per client).
-    let upgrade = Box::pin(handshake::accept(tcp, &hub, &ctx, config.websocket()));
+    let upgrade = Box::pin(handshake::accept(
+        tcp,
+        &hub,
+        tokens.as_deref(),
+        &ctx,
+        config.websocket(),
+    ));
     let Upgraded {
         socket,
         stream,

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header}
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, error::ProtocolError};
 
+use crate::auth::{self, Admitted, Tokens};
 use crate::filter::Filter;
 use crate::hub::{Hub, Refusal, Subscription};
 use crate::resume::{self, Replay};
@@ -39,6 +40,7 @@ pub struct Upgraded<S> {
 pub async fn accept<S>(
     mut io: S,
     hub: &Arc<Hub>,
+    tokens: Option<&Tokens>,
     ctx: &Arc<Context>,
     config: WebSocketConfig,
 ) -> Result<Upgraded<S>, String>
@@ -48,6 +50,7 @@ where
     let mut joined = None;
     let admission = Admission {
         hub,
+        tokens,
         ctx,
         joined: &mut joined,
     };
@@ -82,12 +85,36 @@ where
 /// Decides, from the request, which stream the client joins.
 struct Admission<'a> {
     hub: &'a Arc<Hub>,
+    tokens: Option<&'a Tokens>,
     ctx: &'a Arc<Context>,
     joined: &'a mut Option<(Stream, Subscription, Option<Replay>)>,
 }
 
 impl Callback for Admission<'_> {
-    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        // Before anything else: an unauthenticated client learns nothing.
+        if let Some(tokens) = self.tokens {
+            match tokens.admit(request) {
+                Ok(Admitted::Header) => {}
+                Ok(Admitted::Subprotocol) => {
+                    response.headers_mut().insert(
+                        header::SEC_WEBSOCKET_PROTOCOL,
+                        HeaderValue::from_static(auth::SUBPROTOCOL),
+                    );
+                }
+                Err(why) => {
+                    let mut refusal = Refused(StatusCode::UNAUTHORIZED, why.into()).into_response();
+                    refusal
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return Err(refusal);
+                }
+            }
+        }
         let (stream, filter) = route(request.uri()).map_err(Refused::into_response)?;
         let query = request.uri().query().unwrap_or("");
         let after = resume::requested(query)
