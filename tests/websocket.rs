@@ -375,7 +375,7 @@ async fn unknown_paths_and_malformed_filters_are_refused_at_the_upgrade() {
         (
             "/api/v1/streams/valid_txs".to_owned(),
             "404 Not Found",
-            "no stream at /api/v1/streams/valid_txs; the streams are /api/v1/streams/valid_transactions, /api/v1/streams/valid_tx, /api/v1/streams/valid_blocks, /api/v1/streams/invalid_blocks",
+            "no stream at /api/v1/streams/valid_txs; the streams are /api/v1/streams/valid_transactions, /api/v1/streams/valid_tx, /api/v1/streams/valid_blocks, /api/v1/streams/invalid_blocks, /scabbard/eventhost/ledger/ws/subscribe",
         ),
         (
             format!("{VALID_TRANSACTIONS}?asset_id=4957744b"),
@@ -1010,5 +1010,86 @@ async fn bearer_tokens_are_required_in_any_accepted_form_and_never_logged() {
     let log = host.running.log();
     for secret in [IN_CONFIG, IN_FILE, "wrong-token"] {
         assert!(!log.contains(secret), "the log holds a token:\n{log}");
+    }
+}
+
+/// An output's address, as the README derives it.
+fn output_address(tx_id: &str, index: u64) -> String {
+    use sha3::{Digest, Sha3_256};
+    let prefix = Sha3_256::digest(b"eventhost-output");
+    let output = Sha3_256::digest(format!("{tx_id}:{index}").as_bytes());
+    prefix[..3]
+        .iter()
+        .chain(&output)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scabbard_state_deltas_set_new_outputs_and_delete_spent_ones() {
+    let mut host = Host::start("circuit_id = \"cnUMd-6YXUV\"\nservice_id = \"gsAA\"");
+    let address = host.address.clone();
+    let path = "/scabbard/cnUMd-6YXUV/gsAA/ws/subscribe";
+    let (alice, bob) = (public_key(1), public_key(2));
+    let created = create(Version::V2, &tx_id(1), &alice);
+    let moved = transfer(
+        Version::V2,
+        &tx_id(2),
+        &[&tx_id(1)],
+        &tx_id(1),
+        &alice,
+        &bob,
+    );
+    host.feed(&block_valid(1, &[created.clone()]));
+    host.feed(&block_invalid(2, &[(moved.clone(), "bad signature")]));
+    host.feed(&block_valid(2, &[moved.clone()]));
+
+    let set = |tx: &Value| {
+        let value: Vec<u8> = serde_json::to_vec(&tx["outputs"][0]).unwrap();
+        json!({"Set": {"key": output_address(tx["id"].as_str().unwrap(), 0), "value": value}})
+    };
+    let first = json!({"id": block_hash(1), "state_changes": [set(&created)]});
+    let second = json!({"id": block_hash(2), "state_changes": [
+        {"Delete": {"key": output_address(&tx_id(1), 0)}},
+        set(&moved),
+    ]});
+
+    // Without last_seen_event: every event from the first, as scabbard does.
+    let (mut all, response) = connect_with(&address, path, &[("splinterprotocolversion", "1")])
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["splinterprotocolversion"], "1");
+    assert_eq!(
+        take_json(&mut all, 2).await,
+        [first.clone(), second.clone()]
+    );
+    // Resuming from the middle.
+    let (mut resumed, response) = connect_with(
+        &address,
+        &format!("{path}?last_seen_event={}", block_hash(1)),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["splinterprotocolversion"], "2");
+    assert_eq!(next_json(&mut resumed).await, second);
+    // Live, next.
+    let third = create(Version::V3, &tx_id(3), &bob);
+    host.feed(&block_valid(3, &[third.clone()]));
+    let expected = json!({"id": block_hash(3), "state_changes": [set(&third)]});
+    assert_eq!(next_json(&mut all).await, expected);
+    assert_eq!(next_json(&mut resumed).await, expected);
+
+    for (target, headers, status) in [
+        ("/scabbard/cnUMd-6YXUV/other/ws/subscribe", vec![], 404),
+        ("/scabbard/eventhost/ledger/ws/subscribe", vec![], 404),
+        (path, vec![("splinterprotocolversion", "3")], 400),
+    ] {
+        match connect_with(&address, target, &headers).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), status, "{target}")
+            }
+            other => panic!("{target}: expected {status}, got {other:?}"),
+        }
     }
 }

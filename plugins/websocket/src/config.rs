@@ -42,6 +42,9 @@ pub struct Config {
     pub tokens: Vec<String>,
     /// A file of more tokens, one per line, so that secrets stay out of config.toml.
     pub tokens_file: Option<PathBuf>,
+    /// The scabbard state-delta stream is at `/scabbard/{circuit_id}/{service_id}/ws/subscribe`.
+    pub circuit_id: String,
+    pub service_id: String,
 }
 
 impl Default for Config {
@@ -60,6 +63,8 @@ impl Default for Config {
             max_clients: 10_000,
             tokens: Vec::new(),
             tokens_file: None,
+            circuit_id: "eventhost".into(),
+            service_id: "ledger".into(),
         }
     }
 }
@@ -92,6 +97,16 @@ impl Config {
                 "max_message_bytes must be at least {MIN_MESSAGE_BYTES}, not {}",
                 self.max_message_bytes
             ));
+        }
+        for (key, id) in [
+            ("circuit_id", &self.circuit_id),
+            ("service_id", &self.service_id),
+        ] {
+            if id.is_empty() || id.contains('/') {
+                return Err(format!(
+                    "{key} must be non-empty and without `/`, not `{id}`"
+                ));
+            }
         }
         if let Some(url) = &self.advertised_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {

@@ -67,7 +67,7 @@ pub async fn serve(
         &hub,
         tokens.as_deref(),
         &ctx,
-        config.websocket(),
+        &config,
     ));
     let Upgraded {
         socket,

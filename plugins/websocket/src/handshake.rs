@@ -17,13 +17,15 @@ use tokio_tungstenite::tungstenite::handshake::server::{
     Callback, ErrorResponse, Request, Response,
 };
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, error::ProtocolError};
 
 use crate::auth::{self, Admitted, Tokens};
+use crate::config::Config;
 use crate::filter::Filter;
 use crate::hub::{Hub, Refusal, Subscription};
 use crate::resume::{self, Replay};
+use crate::state_delta;
 use crate::stream::Stream;
 
 /// An upgraded connection and the client's place in the hub.
@@ -42,16 +44,18 @@ pub async fn accept<S>(
     hub: &Arc<Hub>,
     tokens: Option<&Tokens>,
     ctx: &Arc<Context>,
-    config: WebSocketConfig,
+    settings: &Config,
 ) -> Result<Upgraded<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let config = settings.websocket();
     let mut joined = None;
     let admission = Admission {
         hub,
         tokens,
         ctx,
+        scabbard: (&settings.circuit_id, &settings.service_id),
         joined: &mut joined,
     };
     // The handshake borrows the socket, so that a request tungstenite
@@ -87,6 +91,8 @@ struct Admission<'a> {
     hub: &'a Arc<Hub>,
     tokens: Option<&'a Tokens>,
     ctx: &'a Arc<Context>,
+    /// The scabbard stream's circuit and service ids.
+    scabbard: (&'a str, &'a str),
     joined: &'a mut Option<(Stream, Subscription, Option<Replay>)>,
 }
 
@@ -115,11 +121,28 @@ impl Callback for Admission<'_> {
                 }
             }
         }
-        let (stream, filter) = route(request.uri()).map_err(Refused::into_response)?;
+        let (circuit, service) = self.scabbard;
+        let (stream, filter) =
+            route(request.uri(), circuit, service).map_err(Refused::into_response)?;
+        let bad_request = |message| Refused(StatusCode::BAD_REQUEST, message).into_response();
+        if stream == Stream::StateDeltas {
+            let asked = request.headers().get(state_delta::VERSION_HEADER);
+            let version = state_delta::protocol_version(asked.map(HeaderValue::to_str))
+                .map_err(bad_request)?;
+            response
+                .headers_mut()
+                .insert(state_delta::VERSION_HEADER, HeaderValue::from(version));
+        }
         let query = request.uri().query().unwrap_or("");
-        let after = resume::requested(query)
-            .and_then(|id| id.map(|id| resume::resolve(self.ctx, &id)).transpose())
-            .map_err(|message| Refused(StatusCode::BAD_REQUEST, message).into_response())?;
+        let mut requested = resume::requested(query).map_err(bad_request)?;
+        // Scabbard sends every event from the first to a client that names none.
+        if stream == Stream::StateDeltas {
+            requested.get_or_insert_default();
+        }
+        let after = requested
+            .map(|id| resume::resolve(self.ctx, &id))
+            .transpose()
+            .map_err(bad_request)?;
         let replay =
             after.map(|after| Replay::new(self.ctx.clone(), stream, filter.clone(), after));
         // Joined before the log is read: see `resume`.
@@ -140,9 +163,16 @@ impl Callback for Admission<'_> {
 struct Refused(StatusCode, String);
 
 /// The stream and filter a request's path and query ask for.
-fn route(uri: &Uri) -> Result<(Stream, Filter), Refused> {
-    let stream = Stream::from_path(uri.path()).ok_or_else(|| {
-        let paths: Vec<&str> = Stream::ALL.iter().map(|s| s.path()).collect();
+fn route(uri: &Uri, circuit: &str, service: &str) -> Result<(Stream, Filter), Refused> {
+    let stream = Stream::from_path(uri.path(), circuit, service).ok_or_else(|| {
+        let scabbard = format!("/scabbard/{circuit}/{service}/ws/subscribe");
+        let paths: Vec<&str> = Stream::ALL
+            .iter()
+            .map(|s| match s {
+                Stream::StateDeltas => &scabbard,
+                s => s.path(),
+            })
+            .collect();
         Refused(
             StatusCode::NOT_FOUND,
             format!(
@@ -200,14 +230,18 @@ mod tests {
     use super::*;
 
     fn refused(uri: &str) -> (StatusCode, String) {
-        let Refused(status, message) = route(&uri.parse().unwrap()).unwrap_err();
+        let Refused(status, message) = route(&uri.parse().unwrap(), "c", "s").unwrap_err();
         (status, message)
     }
 
     #[test]
     fn routes_paths_and_filters() {
-        let (stream, _) =
-            route(&"/api/v1/streams/valid_tx?operation=CREATE".parse().unwrap()).unwrap();
+        let (stream, _) = route(
+            &"/api/v1/streams/valid_tx?operation=CREATE".parse().unwrap(),
+            "c",
+            "s",
+        )
+        .unwrap();
         assert_eq!(stream, Stream::ValidTx);
         let (status, body) = refused("/api/v1/streams/nope");
         assert_eq!(status, StatusCode::NOT_FOUND);

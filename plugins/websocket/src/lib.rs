@@ -23,6 +23,7 @@ mod keepalive;
 mod messages;
 mod resume;
 mod server;
+mod state_delta;
 mod stream;
 mod transaction;
 
