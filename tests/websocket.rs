@@ -1040,9 +1040,9 @@ async fn scabbard_state_deltas_set_new_outputs_and_delete_spent_ones() {
         &alice,
         &bob,
     );
-    host.feed(&block_valid(1, &[created.clone()]));
+    host.feed(&block_valid(1, std::slice::from_ref(&created)));
     host.feed(&block_invalid(2, &[(moved.clone(), "bad signature")]));
-    host.feed(&block_valid(2, &[moved.clone()]));
+    host.feed(&block_valid(2, std::slice::from_ref(&moved)));
 
     let set = |tx: &Value| {
         let value: Vec<u8> = serde_json::to_vec(&tx["outputs"][0]).unwrap();
@@ -1075,7 +1075,7 @@ async fn scabbard_state_deltas_set_new_outputs_and_delete_spent_ones() {
     assert_eq!(next_json(&mut resumed).await, second);
     // Live, next.
     let third = create(Version::V3, &tx_id(3), &bob);
-    host.feed(&block_valid(3, &[third.clone()]));
+    host.feed(&block_valid(3, std::slice::from_ref(&third)));
     let expected = json!({"id": block_hash(3), "state_changes": [set(&third)]});
     assert_eq!(next_json(&mut all).await, expected);
     assert_eq!(next_json(&mut resumed).await, expected);
