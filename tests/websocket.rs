@@ -375,7 +375,7 @@ async fn unknown_paths_and_malformed_filters_are_refused_at_the_upgrade() {
         (
             "/api/v1/streams/valid_txs".to_owned(),
             "404 Not Found",
-            "no stream at /api/v1/streams/valid_txs; the streams are /api/v1/streams/valid_transactions, /api/v1/streams/valid_tx, /api/v1/streams/valid_blocks, /api/v1/streams/invalid_blocks",
+            "no stream at /api/v1/streams/valid_txs; the streams are /api/v1/streams/valid_transactions, /api/v1/streams/valid_tx, /api/v1/streams/valid_blocks, /api/v1/streams/invalid_blocks, /scabbard/eventhost/ledger/ws/subscribe",
         ),
         (
             format!("{VALID_TRANSACTIONS}?asset_id=4957744b"),
@@ -400,7 +400,7 @@ async fn unknown_paths_and_malformed_filters_are_refused_at_the_upgrade() {
         (
             format!("{VALID_BLOCKS}?operation=CREATE"),
             "400 Bad Request",
-            "/api/v1/streams/valid_blocks takes no query parameters, but got `operation`",
+            "/api/v1/streams/valid_blocks takes no filters, but got `operation`",
         ),
     ];
     for (target, status, message) in &cases {
@@ -710,4 +710,386 @@ fn the_default_configuration_serves_the_streams() {
         .find(|l| l.starts_with("websocket "))
         .unwrap_or_else(|| panic!("no websocket plugin in:\n{stdout}"));
     assert!(row.contains(" ok "), "{stdout}");
+}
+
+/// Reads `count` data messages.
+async fn take_json(ws: &mut Ws, count: usize) -> Vec<Value> {
+    let mut messages = Vec::with_capacity(count);
+    while messages.len() < count {
+        messages.push(next_json(ws).await);
+    }
+    messages
+}
+
+/// The transaction ids of `/valid_blocks` messages, in order.
+fn block_transactions(blocks: &[Value]) -> Vec<String> {
+    blocks
+        .iter()
+        .flat_map(|b| b["transaction_ids"].as_array().unwrap().clone())
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_with_the_last_id_seen_misses_nothing_and_gets_nothing_twice() {
+    const BLOCKS: u64 = 1000;
+    const PER_BLOCK: u64 = 3;
+    let mut host = Host::start("");
+    let mut first = host.connect(VALID_BLOCKS).await;
+    let address = host.address.clone();
+
+    // The host publishes all along: the second session joins mid-flow, so
+    // live messages queue up for it while it replays.
+    let owner = public_key(1);
+    let feeder = std::thread::spawn(move || {
+        for height in 1..=BLOCKS {
+            let txs: Vec<Value> = (0..PER_BLOCK)
+                .map(|i| create(Version::V3, &tx_id(height * PER_BLOCK + i), &owner))
+                .collect();
+            host.feed(&block_valid(height, &txs));
+            if height % 10 == 0 {
+                // A rejected proposal now and then: in the log, not on this stream.
+                host.feed(&block_invalid(height, &[(txs[0].clone(), "double spend")]));
+            }
+        }
+        host
+    });
+
+    let before = take_json(&mut first, 400).await;
+    drop(first);
+    let last_seen = before.last().unwrap()["hash"].as_str().unwrap().to_owned();
+    let url = format!("{VALID_BLOCKS}?last_seen_event={last_seen}");
+    let tcp = TcpStream::connect(&address).await.unwrap();
+    let (mut second, _) = tokio_tungstenite::client_async(format!("ws://{address}{url}"), tcp)
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    while after.last().is_none_or(|b: &Value| b["height"] != BLOCKS) {
+        after.push(next_json(&mut second).await);
+    }
+    let host = feeder.join().unwrap();
+
+    let expected: Vec<String> = (PER_BLOCK..(BLOCKS + 1) * PER_BLOCK).map(tx_id).collect();
+    let mut union = block_transactions(&before);
+    union.extend(block_transactions(&after));
+    assert_eq!(
+        union.len(),
+        expected.len(),
+        "missed or repeated transactions"
+    );
+    assert!(
+        union == expected,
+        "the sessions' transactions are not the flow, in order"
+    );
+    eprintln!(
+        "first session: {} blocks; second, resumed after height {}: {} blocks",
+        before.len(),
+        before.last().unwrap()["height"],
+        after.len()
+    );
+
+    // A height works as well as a hash; empty and 0 replay from the first
+    // block; an id the log does not know is refused at the upgrade.
+    let mut by_height = host
+        .connect(&format!("{VALID_TX}?last_seen_event=999"))
+        .await;
+    let ids: Vec<Value> = take_json(&mut by_height, 3)
+        .await
+        .iter()
+        .map(|m| m["tx_id"].clone())
+        .collect();
+    assert_eq!(ids, [3000, 3001, 3002].map(|n| json!(tx_id(n))));
+    for from_first in ["", "0"] {
+        let mut all = host
+            .connect(&format!("{VALID_BLOCKS}?last_seen_event={from_first}"))
+            .await;
+        assert_eq!(next_json(&mut all).await["height"], 1);
+    }
+    let mut invalid = host
+        .connect(&format!("{INVALID_BLOCKS}?last_seen_event=0"))
+        .await;
+    assert_eq!(next_json(&mut invalid).await["height"], 10);
+    let unknown = "ab".repeat(32);
+    let response = host.raw_http(&format!(
+        "GET {VALID_BLOCKS}?last_seen_event={unknown} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ));
+    assert!(
+        response.starts_with("HTTP/1.1 400 Bad Request\r\n")
+            && response.contains(&format!(
+                "last_seen_event `{unknown}` is not in the event log"
+            )),
+        "{response}"
+    );
+}
+
+/// `eventhost run` in `sandbox`, its streams on a free port: the running
+/// host, its HTTP API and the streams' address.
+fn start_node(sandbox: &Sandbox) -> (Running, support::Http, String) {
+    let mut running = sandbox.spawn(&["run"]);
+    let http = running.http();
+    let line = running.wait_for_log_line("listening on ", HANG_GUARD);
+    let address = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    (running, http, address)
+}
+
+async fn connect_to(address: &str, path: &str) -> Ws {
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (ws, _) = tokio::time::timeout(
+        HANG_GUARD,
+        tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp),
+    )
+    .await
+    .expect("the upgrade hung")
+    .unwrap_or_else(|e| panic!("connecting to {path}: {e}"));
+    ws
+}
+
+/// Commits a CREATE per number in `range`, one block each; returns their ids.
+fn commit_creates(http: &support::Http, range: std::ops::Range<u64>) -> Vec<String> {
+    use eventhost::ledger::builder::{self, Keypair};
+    let key = Keypair::from_seed([3; 32]);
+    range
+        .map(|i| {
+            let tx = builder::create(&key, &[(key.public_key(), 1)], json!({"i": i}), Value::Null);
+            let (status, body) = http.post("/api/v1/transactions?mode=commit", &tx.to_string());
+            assert_eq!(status, 202, "{body}");
+            tx["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_across_a_restart_of_the_host() {
+    let sandbox = Sandbox::new();
+    sandbox.config("[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n");
+    let (running, http, address) = start_node(&sandbox);
+    let mut first = connect_to(&address, VALID_TX).await;
+    let mut committed = commit_creates(&http, 0..60);
+    let before = take_json(&mut first, 25).await;
+    drop(first);
+    committed.extend(commit_creates(&http, 60..80));
+    running.signal(libc::SIGTERM);
+    let (status, _, log) = running.wait(HANG_GUARD);
+    assert!(status.success(), "{log}");
+
+    let (_running, http, address) = start_node(&sandbox);
+    committed.extend(commit_creates(&http, 80..100));
+    let last_seen = before.last().unwrap()["block_id"].as_str().unwrap();
+    let mut second = connect_to(&address, &format!("{VALID_TX}?last_seen_event={last_seen}")).await;
+    committed.extend(commit_creates(&http, 100..110));
+    let after = take_json(&mut second, committed.len() - before.len()).await;
+
+    let union: Vec<&str> = before
+        .iter()
+        .chain(&after)
+        .map(|m| m["tx_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(union, committed);
+}
+
+/// The replay rate: events per second from the log to one client. Not a
+/// speed assertion, a measurement: `cargo test --test websocket -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_the_replay_rate() {
+    const BLOCKS: u64 = 5_000;
+    let mut host = Host::start("");
+    let mut live = host.connect(VALID_BLOCKS).await;
+    let owner = public_key(1);
+    for height in 1..=BLOCKS {
+        host.feed(&block_valid(
+            height,
+            &[create(Version::V2, &tx_id(height), &owner)],
+        ));
+    }
+    // Everything is in the log once a live client saw the last block.
+    while next_json(&mut live).await["height"] != BLOCKS {}
+
+    let started = std::time::Instant::now();
+    let mut replaying = host.connect(&format!("{VALID_TX}?last_seen_event=0")).await;
+    let messages = take_json(&mut replaying, BLOCKS as usize).await;
+    let elapsed = started.elapsed();
+    assert_eq!(messages.last().unwrap()["tx_id"], json!(tx_id(BLOCKS)));
+    eprintln!(
+        "replayed {BLOCKS} events from the log to one client in {:.2} s: {:.0} events/s",
+        elapsed.as_secs_f64(),
+        BLOCKS as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// The upgrade for `path` with extra request headers.
+async fn connect_with(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}{path}")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let tcp = TcpStream::connect(address).await.unwrap();
+    tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(request, tcp))
+        .await
+        .expect("the upgrade hung")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_required_in_any_accepted_form_and_never_logged() {
+    const IN_CONFIG: &str = "config-token-7f3a9c";
+    const IN_FILE: &str = "file-token-2b8e41";
+    let sandbox = Sandbox::new();
+    let file = sandbox.write("tokens", &format!("# stream clients\n{IN_FILE}\n\n"));
+    let mut host = Host::start(&format!(
+        "tokens = [{IN_CONFIG:?}]\ntokens_file = {:?}",
+        file.display().to_string()
+    ));
+    let address = host.address.clone();
+
+    for (headers, why) in [
+        (vec![], "a bearer token is required"),
+        (
+            vec![("authorization", "Bearer wrong-token")],
+            "the bearer token is not valid",
+        ),
+        (
+            vec![("authorization", &format!("Basic {IN_CONFIG}") as &str)],
+            "a bearer token is required",
+        ),
+        (
+            vec![("sec-websocket-protocol", "bearer, wrong-token")],
+            "the bearer token is not valid",
+        ),
+    ] {
+        match connect_with(&address, VALID_BLOCKS, &headers).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "{headers:?}");
+                assert_eq!(response.headers()["www-authenticate"], "Bearer");
+                let body = String::from_utf8(response.body().clone().unwrap()).unwrap();
+                assert!(body.starts_with(why), "{headers:?}: {body}");
+            }
+            other => panic!("{headers:?}: expected 401, got {other:?}"),
+        }
+    }
+
+    let bearer = format!("Bearer {IN_CONFIG}");
+    let cylinder = format!("Bearer Cylinder: {IN_FILE}");
+    let subprotocols = format!("bearer, {IN_CONFIG}");
+    let mut clients = Vec::new();
+    for (name, value) in [
+        ("authorization", &bearer),
+        ("authorization", &cylinder),
+        ("sec-websocket-protocol", &subprotocols),
+    ] {
+        let (ws, response) = connect_with(&address, VALID_BLOCKS, &[(name, value)])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {value}: {e}"));
+        if name == "sec-websocket-protocol" {
+            assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+        }
+        clients.push(ws);
+    }
+    host.feed(&block_valid(
+        1,
+        &[create(Version::V2, &tx_id(1), &public_key(1))],
+    ));
+    for client in &mut clients {
+        assert_eq!(next_json(client).await["height"], 1);
+    }
+
+    let log = host.running.log();
+    for secret in [IN_CONFIG, IN_FILE, "wrong-token"] {
+        assert!(!log.contains(secret), "the log holds a token:\n{log}");
+    }
+}
+
+/// An output's address, as the README derives it.
+fn output_address(tx_id: &str, index: u64) -> String {
+    use sha3::{Digest, Sha3_256};
+    let prefix = Sha3_256::digest(b"eventhost-output");
+    let output = Sha3_256::digest(format!("{tx_id}:{index}").as_bytes());
+    prefix[..3]
+        .iter()
+        .chain(&output)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scabbard_state_deltas_set_new_outputs_and_delete_spent_ones() {
+    let mut host = Host::start("circuit_id = \"cnUMd-6YXUV\"\nservice_id = \"gsAA\"");
+    let address = host.address.clone();
+    let path = "/scabbard/cnUMd-6YXUV/gsAA/ws/subscribe";
+    let (alice, bob) = (public_key(1), public_key(2));
+    let created = create(Version::V2, &tx_id(1), &alice);
+    let moved = transfer(
+        Version::V2,
+        &tx_id(2),
+        &[&tx_id(1)],
+        &tx_id(1),
+        &alice,
+        &bob,
+    );
+    host.feed(&block_valid(1, std::slice::from_ref(&created)));
+    host.feed(&block_invalid(2, &[(moved.clone(), "bad signature")]));
+    host.feed(&block_valid(2, std::slice::from_ref(&moved)));
+
+    let set = |tx: &Value| {
+        let value: Vec<u8> = serde_json::to_vec(&tx["outputs"][0]).unwrap();
+        json!({"Set": {"key": output_address(tx["id"].as_str().unwrap(), 0), "value": value}})
+    };
+    let first = json!({"id": block_hash(1), "state_changes": [set(&created)]});
+    let second = json!({"id": block_hash(2), "state_changes": [
+        {"Delete": {"key": output_address(&tx_id(1), 0)}},
+        set(&moved),
+    ]});
+
+    // Without last_seen_event: every event from the first, as scabbard does.
+    let (mut all, response) = connect_with(&address, path, &[("splinterprotocolversion", "1")])
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["splinterprotocolversion"], "1");
+    assert_eq!(
+        take_json(&mut all, 2).await,
+        [first.clone(), second.clone()]
+    );
+    // Resuming from the middle.
+    let (mut resumed, response) = connect_with(
+        &address,
+        &format!("{path}?last_seen_event={}", block_hash(1)),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["splinterprotocolversion"], "2");
+    assert_eq!(next_json(&mut resumed).await, second);
+    // Live, next.
+    let third = create(Version::V3, &tx_id(3), &bob);
+    host.feed(&block_valid(3, std::slice::from_ref(&third)));
+    let expected = json!({"id": block_hash(3), "state_changes": [set(&third)]});
+    assert_eq!(next_json(&mut all).await, expected);
+    assert_eq!(next_json(&mut resumed).await, expected);
+
+    for (target, headers, status) in [
+        ("/scabbard/cnUMd-6YXUV/other/ws/subscribe", vec![], 404),
+        ("/scabbard/eventhost/ledger/ws/subscribe", vec![], 404),
+        (path, vec![("splinterprotocolversion", "3")], 400),
+    ] {
+        match connect_with(&address, target, &headers).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), status, "{target}")
+            }
+            other => panic!("{target}: expected {status}, got {other:?}"),
+        }
+    }
 }

@@ -4,12 +4,14 @@
 //! `127.0.0.1:9985` the way BigchainDB and Planetmint do. Unknown keys are
 //! errors: a misspelt limit must not silently fall back to its default.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-#[derive(Deserialize, Debug, Clone)]
+// No `Debug`: the table may hold secrets (`tokens`), which must never reach a log.
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port (logged and advertised).
@@ -36,6 +38,13 @@ pub struct Config {
     pub close_timeout_ms: u64,
     /// Connected clients at most; more are refused with 503 at the upgrade.
     pub max_clients: usize,
+    /// Bearer tokens a client must present one of (see `auth`); none: no authentication.
+    pub tokens: Vec<String>,
+    /// A file of more tokens, one per line, so that secrets stay out of config.toml.
+    pub tokens_file: Option<PathBuf>,
+    /// The scabbard state-delta stream is at `/scabbard/{circuit_id}/{service_id}/ws/subscribe`.
+    pub circuit_id: String,
+    pub service_id: String,
 }
 
 impl Default for Config {
@@ -52,6 +61,10 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             close_timeout_ms: 1_000,
             max_clients: 10_000,
+            tokens: Vec::new(),
+            tokens_file: None,
+            circuit_id: "eventhost".into(),
+            service_id: "ledger".into(),
         }
     }
 }
@@ -84,6 +97,16 @@ impl Config {
                 "max_message_bytes must be at least {MIN_MESSAGE_BYTES}, not {}",
                 self.max_message_bytes
             ));
+        }
+        for (key, id) in [
+            ("circuit_id", &self.circuit_id),
+            ("service_id", &self.service_id),
+        ] {
+            if id.is_empty() || id.contains('/') {
+                return Err(format!(
+                    "{key} must be non-empty and without `/`, not `{id}`"
+                ));
+            }
         }
         if let Some(url) = &self.advertised_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
@@ -156,22 +179,26 @@ mod tests {
     fn names_the_key_at_fault() {
         assert!(
             parse(r#"{"ping_interval":1}"#)
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .contains("ping_interval")
         );
         assert!(
             parse(r#"{"client_queue_capacity":0}"#)
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .contains("client_queue_capacity")
         );
         assert!(
             parse(r#"{"advertised_url":"http://x"}"#)
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .contains("advertised_url")
         );
         assert!(
             parse(r#"{"max_message_bytes":10}"#)
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .contains("max_message_bytes")
         );
     }

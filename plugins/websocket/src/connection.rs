@@ -3,7 +3,8 @@
 //!
 //! Three things run side by side: the reader drains whatever the client
 //! sends (messages are ignored, pongs prove it is alive), the writer sends
-//! the client's queue and the keep-alive pings, and the first of them to
+//! what a resuming client missed from the log, then the client's queue, and
+//! the keep-alive pings, and the first of them to
 //! end, or word that the client fell behind, or an unanswered ping, ends
 //! the connection.
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use eventhost_plugin_api::Context;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Interval;
@@ -21,11 +22,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
-use crate::hub::Hub;
+use crate::hub::{Hub, Queued};
 use crate::keepalive::Keepalive;
 use crate::messages::Text;
+use crate::resume::Replay;
 
 /// Messages written before a flush: flushing per message costs far more
 /// CPU, and flushing at least this often keeps pings going out under load.
@@ -44,6 +47,8 @@ enum End {
     Invalid(CloseCode, String),
     /// The plugin is stopping; the client received everything queued for it.
     ShuttingDown,
+    /// The event log could not be read for a resuming client.
+    LogUnreadable(String),
 }
 
 /// Serves one accepted TCP connection until it ends.
@@ -52,15 +57,23 @@ pub async fn serve(
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    tokens: Option<Arc<Tokens>>,
     ctx: Arc<Context>,
 ) {
     // Boxed, so that the handshake's state is freed once it is done rather
     // than sizing every connection's task for it (~700 bytes per client).
-    let upgrade = Box::pin(handshake::accept(tcp, &hub, config.websocket()));
+    let upgrade = Box::pin(handshake::accept(
+        tcp,
+        &hub,
+        tokens.as_deref(),
+        &ctx,
+        &config,
+    ));
     let Upgraded {
         socket,
         stream,
         mut subscription,
+        replay,
     } = match tokio::time::timeout(config.handshake_timeout(), upgrade).await {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(reason)) => {
@@ -84,7 +97,7 @@ pub async fn serve(
         Ok(()) = &mut subscription.too_slow => End::TooSlow,
         () = keepalive.expired() => End::NoPong,
         end = read(&mut incoming, &keepalive) => end,
-        end = write(&mut sink, &mut subscription.queue, &keepalive) => end,
+        end = write(&mut sink, &mut subscription.queue, replay, &keepalive) => end,
     };
     // A queue that ended may have ended because the client was dropped.
     let end = match end {
@@ -102,6 +115,7 @@ pub async fn serve(
                 hub.too_slow_count()
             )),
             End::NoPong => ctx.info(message),
+            End::LogUnreadable(ref why) => ctx.error(format_args!("{message}: {why}")),
             _ => ctx.debug(message),
         }
     } else {
@@ -128,19 +142,37 @@ async fn read(incoming: &mut SplitStream<Socket>, keepalive: &Keepalive) -> End 
     End::Gone
 }
 
-/// Sends the client's queue, in order, and the keep-alive pings.
+/// Sends what a resuming client missed, then the client's queue, in
+/// order, and the keep-alive pings.
 async fn write(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Text>,
+    queue: &mut mpsc::Receiver<Queued>,
+    replay: Option<Replay>,
     keepalive: &Keepalive,
 ) -> End {
     let mut pings = keepalive.pings();
+    // Live messages of events before this one were sent from the log.
+    let mut live_from = 0;
+    if let Some(mut replay) = replay {
+        let first_live = match send_replay(sink, queue, &mut replay, &mut pings).await {
+            Ok(first_live) => first_live,
+            Err(end) => return end,
+        };
+        live_from = replay.live_from();
+        if let Some((seq, text)) = first_live.filter(|(seq, _)| *seq >= live_from) {
+            debug_assert_eq!(seq, live_from);
+            if send_batch(sink, queue, text, live_from).await.is_err() {
+                return End::Gone;
+            }
+        }
+    }
     loop {
         let sent = tokio::select! {
             biased;
             () = next_ping(&mut pings) => sink.send(Message::Ping(Default::default())).await,
             first = queue.recv() => match first {
-                Some(text) => send_batch(sink, queue, text).await,
+                Some((seq, _)) if seq < live_from => Ok(()),
+                Some((_, text)) => send_batch(sink, queue, text, live_from).await,
                 None => return End::ShuttingDown,
             },
         };
@@ -160,16 +192,51 @@ async fn next_ping(pings: &mut Option<Interval>) {
     }
 }
 
-/// Writes `first` and whatever else is queued, then flushes once.
+/// Sends the log's events up to the first live message queued, a batch at
+/// a time, pinging when a ping is due. Returns that first live message, if
+/// one was queued by then.
+async fn send_replay(
+    sink: &mut SplitSink<Socket, Message>,
+    queue: &mut mpsc::Receiver<Queued>,
+    replay: &mut Replay,
+    pings: &mut Option<Interval>,
+) -> Result<Option<Queued>, End> {
+    let mut first_live = None;
+    loop {
+        if first_live.is_none() {
+            first_live = queue.try_recv().ok();
+        }
+        let until = first_live.as_ref().map(|(seq, _)| *seq);
+        let Some(batch) = replay.next_batch(until).await.map_err(End::LogUnreadable)? else {
+            return Ok(first_live);
+        };
+        let mut sent = Ok(());
+        for (_, text) in batch {
+            sent = sink.feed(Message::Text((*text).clone())).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        if next_ping(pings).now_or_never().is_some() {
+            sent = sent.and(sink.feed(Message::Ping(Default::default())).await);
+        }
+        sent.and(sink.flush().await).map_err(|_| End::Gone)?;
+    }
+}
+
+/// Writes `first` and whatever else is queued (but messages of events
+/// before `live_from`, sent from the log already), then flushes once.
 async fn send_batch(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Text>,
+    queue: &mut mpsc::Receiver<Queued>,
     first: Text,
+    live_from: u64,
 ) -> Result<(), WsError> {
     sink.feed(Message::Text((*first).clone())).await?;
     for _ in 1..MAX_BATCH {
         match queue.try_recv() {
-            Ok(text) => sink.feed(Message::Text((*text).clone())).await?,
+            Ok((seq, _)) if seq < live_from => {}
+            Ok((_, text)) => sink.feed(Message::Text((*text).clone())).await?,
             Err(_) => break,
         }
     }
@@ -202,6 +269,7 @@ fn close_frame(end: &End, hub: &Hub, keepalive: &Keepalive, config: &Config) -> 
         ),
         End::Invalid(code, why) => (*code, format!("protocol error: {why}")),
         End::ShuttingDown => (CloseCode::Away, "server shutting down".into()),
+        End::LogUnreadable(_) => (CloseCode::Error, "cannot read the event log".into()),
     };
     Some(CloseFrame {
         code,

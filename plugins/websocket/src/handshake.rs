@@ -5,21 +5,27 @@
 //! filter is an HTTP error the client can read (404, 400), never a socket
 //! that opens and stays silent. A client is in the hub by the time it
 //! receives the `101 Switching Protocols`: it receives every message
-//! published after its connect call returned.
+//! published after its connect call returned, and a resuming client
+//! (`?last_seen_event=`) whatever the log holds after the event it names.
 
 use std::sync::Arc;
 
+use eventhost_plugin_api::Context;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Callback, ErrorResponse, Request, Response,
 };
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, error::ProtocolError};
 
+use crate::auth::{self, Admitted, Tokens};
+use crate::config::Config;
 use crate::filter::Filter;
 use crate::hub::{Hub, Refusal, Subscription};
+use crate::resume::{self, Replay};
+use crate::state_delta;
 use crate::stream::Stream;
 
 /// An upgraded connection and the client's place in the hub.
@@ -27,6 +33,8 @@ pub struct Upgraded<S> {
     pub socket: WebSocketStream<S>,
     pub stream: Stream,
     pub subscription: Subscription,
+    /// What to send from the log before the live messages, if resuming.
+    pub replay: Option<Replay>,
 }
 
 /// Performs the upgrade on `io`. On failure the client has been told why
@@ -34,14 +42,20 @@ pub struct Upgraded<S> {
 pub async fn accept<S>(
     mut io: S,
     hub: &Arc<Hub>,
-    config: WebSocketConfig,
+    tokens: Option<&Tokens>,
+    ctx: &Arc<Context>,
+    settings: &Config,
 ) -> Result<Upgraded<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let config = settings.websocket();
     let mut joined = None;
     let admission = Admission {
         hub,
+        tokens,
+        ctx,
+        scabbard: (&settings.circuit_id, &settings.service_id),
         joined: &mut joined,
     };
     // The handshake borrows the socket, so that a request tungstenite
@@ -50,13 +64,14 @@ where
         .await
         .map(drop);
     match (outcome, joined) {
-        (Ok(()), Some((stream, subscription))) => Ok(Upgraded {
+        (Ok(()), Some((stream, subscription, replay))) => Ok(Upgraded {
             // The handshake refuses bytes after the request, so nothing of
             // the client's is buffered in the stream it made: wrapping the
             // socket afresh loses nothing.
             socket: WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
             stream,
             subscription,
+            replay,
         }),
         (Ok(()), None) => Err("upgraded without choosing a stream".into()),
         (Err(WsError::Http(response)), _) => Err(format!("refused with {}", response.status())),
@@ -74,12 +89,63 @@ where
 /// Decides, from the request, which stream the client joins.
 struct Admission<'a> {
     hub: &'a Arc<Hub>,
-    joined: &'a mut Option<(Stream, Subscription)>,
+    tokens: Option<&'a Tokens>,
+    ctx: &'a Arc<Context>,
+    /// The scabbard stream's circuit and service ids.
+    scabbard: (&'a str, &'a str),
+    joined: &'a mut Option<(Stream, Subscription, Option<Replay>)>,
 }
 
 impl Callback for Admission<'_> {
-    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-        let (stream, filter) = route(request.uri()).map_err(Refused::into_response)?;
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        // Before anything else: an unauthenticated client learns nothing.
+        if let Some(tokens) = self.tokens {
+            match tokens.admit(request) {
+                Ok(Admitted::Header) => {}
+                Ok(Admitted::Subprotocol) => {
+                    response.headers_mut().insert(
+                        header::SEC_WEBSOCKET_PROTOCOL,
+                        HeaderValue::from_static(auth::SUBPROTOCOL),
+                    );
+                }
+                Err(why) => {
+                    let mut refusal = Refused(StatusCode::UNAUTHORIZED, why.into()).into_response();
+                    refusal
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return Err(refusal);
+                }
+            }
+        }
+        let (circuit, service) = self.scabbard;
+        let (stream, filter) =
+            route(request.uri(), circuit, service).map_err(Refused::into_response)?;
+        let bad_request = |message| Refused(StatusCode::BAD_REQUEST, message).into_response();
+        if stream == Stream::StateDeltas {
+            let asked = request.headers().get(state_delta::VERSION_HEADER);
+            let version = state_delta::protocol_version(asked.map(HeaderValue::to_str))
+                .map_err(bad_request)?;
+            response
+                .headers_mut()
+                .insert(state_delta::VERSION_HEADER, HeaderValue::from(version));
+        }
+        let query = request.uri().query().unwrap_or("");
+        let mut requested = resume::requested(query).map_err(bad_request)?;
+        // Scabbard sends every event from the first to a client that names none.
+        if stream == Stream::StateDeltas {
+            requested.get_or_insert_default();
+        }
+        let after = requested
+            .map(|id| resume::resolve(self.ctx, &id))
+            .transpose()
+            .map_err(bad_request)?;
+        let replay =
+            after.map(|after| Replay::new(self.ctx.clone(), stream, filter.clone(), after));
+        // Joined before the log is read: see `resume`.
         let subscription = self.hub.subscribe(stream, filter).map_err(|refusal| {
             let message = match refusal {
                 Refusal::Full(max) => format!("too many clients: this server takes at most {max}"),
@@ -87,7 +153,7 @@ impl Callback for Admission<'_> {
             };
             Refused(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
         })?;
-        *self.joined = Some((stream, subscription));
+        *self.joined = Some((stream, subscription, replay));
         Ok(response)
     }
 }
@@ -97,9 +163,16 @@ impl Callback for Admission<'_> {
 struct Refused(StatusCode, String);
 
 /// The stream and filter a request's path and query ask for.
-fn route(uri: &Uri) -> Result<(Stream, Filter), Refused> {
-    let stream = Stream::from_path(uri.path()).ok_or_else(|| {
-        let paths: Vec<&str> = Stream::ALL.iter().map(|s| s.path()).collect();
+fn route(uri: &Uri, circuit: &str, service: &str) -> Result<(Stream, Filter), Refused> {
+    let stream = Stream::from_path(uri.path(), circuit, service).ok_or_else(|| {
+        let scabbard = format!("/scabbard/{circuit}/{service}/ws/subscribe");
+        let paths: Vec<&str> = Stream::ALL
+            .iter()
+            .map(|s| match s {
+                Stream::StateDeltas => &scabbard,
+                s => s.path(),
+            })
+            .collect();
         Refused(
             StatusCode::NOT_FOUND,
             format!(
@@ -157,14 +230,18 @@ mod tests {
     use super::*;
 
     fn refused(uri: &str) -> (StatusCode, String) {
-        let Refused(status, message) = route(&uri.parse().unwrap()).unwrap_err();
+        let Refused(status, message) = route(&uri.parse().unwrap(), "c", "s").unwrap_err();
         (status, message)
     }
 
     #[test]
     fn routes_paths_and_filters() {
-        let (stream, _) =
-            route(&"/api/v1/streams/valid_tx?operation=CREATE".parse().unwrap()).unwrap();
+        let (stream, _) = route(
+            &"/api/v1/streams/valid_tx?operation=CREATE".parse().unwrap(),
+            "c",
+            "s",
+        )
+        .unwrap();
         assert_eq!(stream, Stream::ValidTx);
         let (status, body) = refused("/api/v1/streams/nope");
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -6,6 +6,10 @@
 //! from the hub and told why, and nobody else notices. Publishing therefore
 //! costs one queue push per interested client, and the memory held for a
 //! client is at most its queue of shared messages.
+//!
+//! Each queued message carries the sequence number of the event it came
+//! from, so that a client resuming from the event log can tell where the
+//! log ends and the live messages begin (see [`crate::resume`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::filter::Filter;
 use crate::messages::{self, Outgoing, Text};
+
+/// A queued message and the sequence number of its event.
+pub type Queued = (u64, Text);
 use crate::stream::Stream;
 
 pub struct Hub {
@@ -43,18 +50,18 @@ impl Clients {
 /// The hub's side of one client.
 struct Client {
     filter: Filter,
-    queue: mpsc::Sender<Text>,
+    queue: mpsc::Sender<Queued>,
     too_slow: Option<oneshot::Sender<()>>,
 }
 
 impl Client {
     /// Queues the message if the client wants it. Returns false if the
     /// client must leave the hub: it fell behind, or it is gone.
-    fn offer(&mut self, message: &Outgoing, too_slow: &AtomicU64) -> bool {
+    fn offer(&mut self, seq: u64, message: &Outgoing, too_slow: &AtomicU64) -> bool {
         if !message.tx.as_ref().is_none_or(|tx| self.filter.matches(tx)) {
             return true;
         }
-        match self.queue.try_send(message.text.clone()) {
+        match self.queue.try_send((seq, message.text.clone())) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 too_slow.fetch_add(1, Ordering::Relaxed);
@@ -75,7 +82,7 @@ pub struct Subscription {
     stream: Stream,
     id: u64,
     /// The client's messages; ends once the hub closes and the queue is drained.
-    pub queue: mpsc::Receiver<Text>,
+    pub queue: mpsc::Receiver<Queued>,
     /// Completes with `Ok` if the client fell behind by more than a full queue.
     pub too_slow: oneshot::Receiver<()>,
 }
@@ -168,7 +175,7 @@ impl Hub {
         for (stream, messages) in &rendered.streams {
             let stream_clients = &mut clients.by_stream[stream.index()];
             for message in messages {
-                stream_clients.retain(|_, client| client.offer(message, &self.too_slow));
+                stream_clients.retain(|_, client| client.offer(event.seq, message, &self.too_slow));
             }
         }
         rendered.skipped
@@ -204,7 +211,7 @@ mod tests {
 
     fn received(sub: &mut Subscription) -> Vec<String> {
         std::iter::from_fn(|| sub.queue.try_recv().ok())
-            .map(|m| m.as_str().to_owned())
+            .map(|(_, m)| m.as_str().to_owned())
             .collect()
     }
 
@@ -218,8 +225,9 @@ mod tests {
             .subscribe(Stream::ValidBlocks, Filter::default())
             .unwrap();
         hub.publish(&block(1, &["t1"]));
-        let (ma, mb) = (a.queue.try_recv().unwrap(), b.queue.try_recv().unwrap());
+        let ((sa, ma), (sb, mb)) = (a.queue.try_recv().unwrap(), b.queue.try_recv().unwrap());
         assert!(Arc::ptr_eq(&ma, &mb));
+        assert_eq!((sa, sb), (1, 1));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! runtime the plugin starts for itself serves the connections. Nothing
 //! async crosses the plugin boundary.
 
+mod auth;
 mod config;
 mod connection;
 mod filter;
@@ -20,7 +21,9 @@ mod handshake;
 mod hub;
 mod keepalive;
 mod messages;
+mod resume;
 mod server;
+mod state_delta;
 mod stream;
 mod transaction;
 
@@ -45,6 +48,13 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
     config
         .validate()
         .map_err(|e| format!("invalid config for plugin `{}`: {e}", ctx.name()))?;
+    let tokens = match auth::Tokens::load(&config.tokens, config.tokens_file.as_deref()) {
+        Ok(tokens) => tokens.map(Arc::new),
+        Err(reason) => {
+            ctx.failed(&reason);
+            return Err(reason);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("websocket")
@@ -78,6 +88,7 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         listener,
         hub.clone(),
         Arc::new(config),
+        tokens,
         ctx.clone(),
         stopped,
     ));

@@ -10,6 +10,7 @@ use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, Event};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::state_delta;
 use crate::stream::Stream;
 use crate::transaction::TxFacts;
 
@@ -124,6 +125,10 @@ pub fn render(event: &Event, wanted: impl Fn(Stream) -> bool) -> Rendered {
                     hash: &event.block_hash,
                     transaction_ids: txs.iter().map(|tx| tx.id.as_str()).collect(),
                 })],
+                Stream::StateDeltas => vec![block_message(&state_delta::event(
+                    &event.block_hash,
+                    &event.transactions,
+                ))],
                 Stream::InvalidBlocks => continue,
             };
             rendered.streams.push((stream, messages));

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::connection;
 use crate::hub::Hub;
@@ -24,6 +25,7 @@ pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    tokens: Option<Arc<Tokens>>,
     ctx: Arc<Context>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -39,6 +41,7 @@ pub async fn serve(
                         peer,
                         hub.clone(),
                         config.clone(),
+                        tokens.clone(),
                         ctx.clone(),
                     ));
                 }

@@ -13,15 +13,22 @@ pub enum Stream {
     ValidBlocks,
     /// One message per rejected block proposal (BLOCK_INVALID).
     InvalidBlocks,
+    /// Splinter scabbard: one state-delta event per committed block, at
+    /// `/scabbard/{circuit_id}/{service_id}/ws/subscribe` (see `state_delta`).
+    StateDeltas,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 4] = [
+    pub const ALL: [Stream; 5] = [
         Stream::ValidTransactions,
         Stream::ValidTx,
         Stream::ValidBlocks,
         Stream::InvalidBlocks,
+        Stream::StateDeltas,
     ];
+
+    /// Where scabbard's state deltas live, before and after the ids.
+    pub const SCABBARD: (&str, &str) = ("/scabbard/", "/ws/subscribe");
 
     pub fn path(self) -> &'static str {
         match self {
@@ -29,11 +36,24 @@ impl Stream {
             Stream::ValidTx => "/api/v1/streams/valid_tx",
             Stream::ValidBlocks => "/api/v1/streams/valid_blocks",
             Stream::InvalidBlocks => "/api/v1/streams/invalid_blocks",
+            Stream::StateDeltas => "/scabbard/{circuit_id}/{service_id}/ws/subscribe",
         }
     }
 
-    pub fn from_path(path: &str) -> Option<Stream> {
-        Self::ALL.into_iter().find(|s| s.path() == path)
+    /// The stream at `path`, scabbard's being at `/scabbard/{circuit}/{service}/ws/subscribe`.
+    pub fn from_path(path: &str, circuit: &str, service: &str) -> Option<Stream> {
+        let (before, after) = Self::SCABBARD;
+        let scabbard = path
+            .strip_prefix(before)
+            .and_then(|p| p.strip_suffix(after))
+            .is_some_and(|ids| ids.split_once('/') == Some((circuit, service)));
+        if scabbard {
+            return Some(Stream::StateDeltas);
+        }
+        Self::ALL
+            .into_iter()
+            .filter(|s| *s != Stream::StateDeltas)
+            .find(|s| s.path() == path)
     }
 
     /// Position in [`Stream::ALL`], for per-stream tables.
@@ -61,7 +81,7 @@ impl Stream {
             Stream::ValidTransactions => Some("streams"),
             Stream::ValidTx => Some("streams_v1"),
             Stream::ValidBlocks => Some("streamedblocks"),
-            Stream::InvalidBlocks => None,
+            Stream::InvalidBlocks | Stream::StateDeltas => None,
         }
     }
 }
@@ -73,9 +93,22 @@ mod tests {
     #[test]
     fn paths_round_trip_and_index_matches_all() {
         for (i, s) in Stream::ALL.into_iter().enumerate() {
-            assert_eq!(Stream::from_path(s.path()), Some(s));
+            if s != Stream::StateDeltas {
+                assert_eq!(Stream::from_path(s.path(), "c", "s"), Some(s));
+            }
             assert_eq!(s.index(), i);
         }
-        assert_eq!(Stream::from_path("/api/v1/streams/valid_tx/"), None);
+        assert_eq!(
+            Stream::from_path("/api/v1/streams/valid_tx/", "c", "s"),
+            None
+        );
+        assert_eq!(
+            Stream::from_path("/scabbard/c/s/ws/subscribe", "c", "s"),
+            Some(Stream::StateDeltas)
+        );
+        assert_eq!(
+            Stream::from_path("/scabbard/c/x/ws/subscribe", "c", "s"),
+            None
+        );
     }
 }
