@@ -20,7 +20,7 @@ use eventhost_plugin_api::ffi::{HostQueue, Received};
 use eventhost_plugin_api::{Event, EventTypes, SharedEvent};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Events read from the log per catch-up step: large enough to amortize a
 /// read transaction, small enough to bound the memory of a catching-up plugin.
@@ -95,10 +95,7 @@ impl Progress {
 
 impl Exchange {
     /// An exchange whose history is the store's event log.
-    pub fn new(
-        store: Arc<Store>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Exchange>, crate::store::StoreError> {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Arc<Exchange>, StoreError> {
         let head = store.last_seq()?;
         Ok(Arc::new(Exchange {
             store,
@@ -117,6 +114,20 @@ impl Exchange {
     /// The newest published sequence number.
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// Up to `max` published events from `from` on. The log may already
+    /// hold events the publisher is about to hand out; readers must not
+    /// see them before the subscribers do, or they would see them twice.
+    pub fn read_published(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
+        let head = self.head();
+        if from > head {
+            return Ok(Vec::new());
+        }
+        let wanted = usize::try_from(head - from + 1).unwrap_or(usize::MAX);
+        let mut events = self.store.read(from, max.min(wanted))?;
+        events.retain(|e| e.seq <= head);
+        Ok(events)
     }
 
     /// A queue that receives every event of the `mask` types after event
@@ -234,27 +245,18 @@ impl Queue {
     /// Reads the next batch of missed events from the log; when that reaches
     /// the head, switches the subscriber back to its live queue.
     fn catch_up(&self, from: u64) {
-        // Only what was published: the log already holds events the
-        // publisher is about to hand out live, and they must come only once.
-        let head = self.exchange.head();
-        let wanted = head.saturating_sub(from).saturating_add(1);
-        let max = usize::try_from(wanted).map_or(CATCH_UP_BATCH, |n| n.min(CATCH_UP_BATCH));
-        let events = if from > head {
-            Vec::new()
-        } else {
-            match self.exchange.store.read(from, max) {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::error!("cannot read missed events from the event log: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
-                    return;
-                }
+        let events = match self.exchange.read_published(from, CATCH_UP_BATCH) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!("cannot read missed events from the event log: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                return;
             }
         };
         let mut next = from;
         {
             let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-            for event in events.into_iter().take_while(|e| e.seq <= head) {
+            for event in events {
                 next = event.seq + 1;
                 if self.mask.contains(event.event_type) {
                     backlog.push_back(RArc::new(event));

@@ -126,7 +126,7 @@ impl HostContext for PluginContext {
     }
 
     fn read_events(&self, from: u64, max: u32) -> RResult<RVec<RArc<Event>>, RString> {
-        match self.services.store.read(from, max as usize) {
+        match self.services.exchange.read_published(from, max as usize) {
             Ok(events) => RResult::ROk(events.into_iter().map(RArc::new).collect()),
             Err(e) => RResult::RErr(e.to_string().into()),
         }

@@ -227,8 +227,8 @@ fn handle(
         }
         ToHost::ReadEvents { id, from, max } => {
             let events = services
-                .store
-                .read(from, max as usize)
+                .exchange
+                .read_published(from, max as usize)
                 .map(|events| {
                     events
                         .iter()
