@@ -42,25 +42,31 @@ echo "built in $((SECONDS - started)) s"
 
 logs=fuzz/target/fuzz-logs
 mkdir -p "$logs"
+stat() { sed -n "s/^stat::$1: *//p" "$log"; }
 failed=()
 for target in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$target"
+  corpora=("fuzz/corpus/$target")
+  if [ -d "fuzz/seeds/$target" ]; then
+    corpora+=("fuzz/seeds/$target")
+  fi
   args=(-max_total_time="$seconds" -timeout=10 -print_final_stats=1)
   if [ -f "fuzz/dicts/$target.dict" ]; then
     args+=(-dict="fuzz/dicts/$target.dict")
   fi
   log="$logs/$target.log"
-  if cargo fuzz run "${flags[@]}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" \
-    -- "${args[@]}" >"$log" 2>&1; then
-    stat() { sed -n "s/^stat::$1: *//p" "$log"; }
+  if cargo fuzz run "${flags[@]}" "$target" "${corpora[@]}" -- "${args[@]}" >"$log" 2>&1; then
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
     echo "fuzz $target: ok, $(stat number_of_executed_units) runs in ${seconds} s" \
       "($(stat average_exec_per_sec)/s), ${cov:-cov: ?} edges," \
-      "corpus $(find "fuzz/corpus/$target" -type f | wc -l) inputs"
+      "$(find "fuzz/corpus/$target" -type f | wc -l) inputs in corpus/$target"
   else
     failed+=("$target")
-    echo "fuzz $target: FAILED; the end of $log:"
-    tail -n 40 "$log"
+    # The panic or libFuzzer's verdict, and how to reproduce; the whole
+    # log (every new coverage line, the input's bytes) is in $log.
+    echo "fuzz $target: FAILED (full log: host/$log)"
+    grep -E -A4 'panicked at|ERROR: libFuzzer|ALARM:' "$log" | head -n 20 || true
+    grep -A2 'Reproduce with:' "$log" || tail -n 20 "$log"
   fi
 done
 
