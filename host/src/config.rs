@@ -3,7 +3,7 @@
 //! Relative paths are resolved against the directory of the configuration
 //! file, so a configuration means the same thing wherever the host is started.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,10 +127,29 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Always one line: messages quote names and values from the file, and a
+/// newline or other control character in one of them would otherwise split
+/// the error across lines of the log or of `check-config`'s output (or, as
+/// an escape sequence, restyle the terminal). Such characters are shown the
+/// way Rust escapes them (`\n`, `\u{85}`).
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration {}: {}", self.file.display(), self.message)
+        f.write_str("configuration ")?;
+        write_one_line(f, &self.file.display().to_string())?;
+        f.write_str(": ")?;
+        write_one_line(f, &self.message)
     }
+}
+
+fn write_one_line(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            f.write_char(c)?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for ConfigError {}
