@@ -27,9 +27,10 @@ use crate::window::Window;
 /// a guard against a broker address that swallows packets.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Once the host shuts down, how long unconfirmed events may still be
-/// published and confirmed. Those left then are published again after the
-/// host restarts, from the plugin's cursor.
+/// Once the host shuts down, how long a connected publisher may still wait
+/// for confirmations (a disconnected one stops at once). Events left
+/// unconfirmed are published again after the host restarts, from the
+/// plugin's cursor.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 pub struct Publisher {
@@ -148,8 +149,9 @@ impl Publisher {
         self.stop_at.map_or(at, |stop| stop.min(at))
     }
 
-    fn host_closed(&mut self) {
-        self.stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
+    /// The host closed the plugin's queue: stop after `grace`.
+    fn host_closed(&mut self, grace: Duration) {
+        self.stop_at = Some(Instant::now() + grace);
     }
 
     /// Publishes the window, then new events as they come, until the link
@@ -188,7 +190,7 @@ impl Publisher {
                             break Err(e);
                         }
                     }
-                    None => self.host_closed(),
+                    None => self.host_closed(SHUTDOWN_GRACE),
                 },
                 notice = link.notice() => match notice {
                     Notice::Lost(reason) => break Err(reason),
@@ -238,12 +240,8 @@ impl Publisher {
                 () = sleep_until(until) => return,
                 received = self.incoming.recv(), if self.stop_at.is_none() => match received {
                     Some(event) => self.window.push(event),
-                    None => {
-                        self.host_closed();
-                        if self.done() {
-                            return;
-                        }
-                    }
+                    // Not connected: nothing to wait for.
+                    None => return self.host_closed(Duration::ZERO),
                 },
             }
         }
