@@ -15,7 +15,7 @@ use eventhost::ledger::transaction::OutputRef;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Confirmation, ExchangeKind};
 use serde_json::json;
-use support::broker::{self, BoundQueue, Received, rabbitmqctl, unique};
+use support::broker::{self, BoundQueue, Outage, Received, unique};
 use support::{Http, Running, Sandbox, Value};
 
 /// A guard against hangs only: a slow shared machine must not fail a test.
@@ -305,6 +305,15 @@ fn assert_complete_with_repeats(got: &[Received], expected: &[Value], connection
     got.len() - unique.len()
 }
 
+/// Sets the flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
@@ -333,6 +342,8 @@ fn a_broker_outage_loses_nothing_and_never_stalls_the_host() {
     let count_committed = || committed.lock().unwrap().len();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        // Also when an assertion below fails, or the scope would wait forever.
+        let _stop_posting = SetOnDrop(&stop);
         // One client commits block after block for the whole test.
         scope.spawn(|| {
             let http = Http::new(&http.base);
@@ -351,7 +362,7 @@ fn a_broker_outage_loses_nothing_and_never_stalls_the_host() {
             }
         });
         wait_until("some blocks were published", || count_committed() >= 30);
-        rabbitmqctl(&["stop_app"]);
+        let outage = Outage::begin();
         let at_stop = count_committed();
         host.wait_for_log("lost the connection to", PATIENCE);
         host.wait_for_log("cannot connect to", PATIENCE);
@@ -365,7 +376,7 @@ fn a_broker_outage_loses_nothing_and_never_stalls_the_host() {
         assert_eq!(status, 200);
         let height = heights[0].as_u64().expect("the block's height");
         assert_eq!(http.get(&format!("/api/v1/blocks/{height}")).0, 200);
-        rabbitmqctl(&["start_app"]);
+        outage.end();
         wait_until("the plugin reconnected", || {
             count(&host.log(), "connected to") >= 2
         });
@@ -373,7 +384,6 @@ fn a_broker_outage_loses_nothing_and_never_stalls_the_host() {
         wait_until("blocks were committed after the outage", || {
             count_committed() >= at_start + 30
         });
-        stop.store(true, Ordering::Release);
     });
     let last = builder::create(
         &alice,

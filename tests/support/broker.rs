@@ -1,6 +1,6 @@
 //! The real RabbitMQ the AMQP tests run against, on loopback (tests/run.sh
 //! installs and starts it when absent): declaring and reading queues with a
-//! real client, and stopping and starting the broker's application.
+//! real client, and outages of the broker.
 //!
 //! Every helper opens a connection of its own and closes it, so a test's
 //! client holds nothing across a broker outage.
@@ -307,8 +307,32 @@ impl Client {
     }
 }
 
+/// The broker's application stopped (`rabbitmqctl stop_app`: connections
+/// drop, nothing is accepted); it starts again on [`Outage::end`], or on
+/// drop, so that a failing test does not leave the broker down for others.
+pub struct Outage(());
+
+impl Outage {
+    pub fn begin() -> Outage {
+        rabbitmqctl(&["stop_app"]);
+        Outage(())
+    }
+
+    pub fn end(self) {
+        std::mem::forget(self);
+        rabbitmqctl(&["start_app"]);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        // Already unwinding: report nothing more.
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+    }
+}
+
 /// Runs `rabbitmqctl <args>` and panics if it fails.
-pub fn rabbitmqctl(args: &[&str]) {
+fn rabbitmqctl(args: &[&str]) {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .output()
