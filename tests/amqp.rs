@@ -168,6 +168,17 @@ fn transaction_messages(events: &[Value]) -> Vec<Value> {
     messages
 }
 
+/// The value of a plugin's metric on the host's `/metrics`.
+fn metric(http: &Http, name: &str, plugin: &str) -> Option<f64> {
+    let (status, text) = http.get("/metrics");
+    assert_eq!(status, 200);
+    let prefix = format!("{name}{{plugin=\"{plugin}\"}} ");
+    text.as_str()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().unwrap())
+}
+
 /// Compares long lists, naming the first difference rather than printing both.
 fn assert_same(what: &str, got: &[Value], expected: &[Value]) {
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
@@ -260,6 +271,18 @@ fn a_thousand_blocks_arrive_in_order_with_their_keys_headers_and_bodies() {
     let got_blocks = blocks.read_until(PATIENCE, |m| holds_transaction(m, &id(&last)));
     let got_transactions =
         transactions.read_until(PATIENCE, |m| m.body["transaction_id"] == id(&last));
+    // The plugins' own metrics on the host's /metrics agree, once the last
+    // confirmations are in.
+    for (plugin, messages) in [
+        ("amqp-blocks", got_blocks.len()),
+        ("amqp-transactions", got_transactions.len()),
+    ] {
+        wait_until("the metrics count every message", || {
+            metric(&http, "amqp_messages_confirmed_total", plugin) == Some(messages as f64)
+        });
+        assert_eq!(metric(&http, "amqp_unconfirmed_events", plugin), Some(0.0));
+        assert_eq!(metric(&http, "amqp_connected", plugin), Some(1.0));
+    }
     let events = stop_and_dump(&s, host);
 
     let valid = events.iter().filter(|e| e["type"] == "BLOCK_VALID").count();
@@ -463,6 +486,11 @@ fn a_wrong_password_or_an_unreachable_broker_is_logged_and_retried_while_the_hos
         let log = host.log();
         attempts(&log, "bad-login").len() >= 5 && attempts(&log, "nowhere").len() >= 5
     });
+    for plugin in ["bad-login", "nowhere"] {
+        assert_eq!(metric(&http, "amqp_connected", plugin), Some(0.0));
+        let failures = metric(&http, "amqp_connection_failures_total", plugin);
+        assert!(failures >= Some(5.0), "{plugin}: {failures:?}");
+    }
     let log = host.log();
     assert!(!log.contains(secret), "the password was logged:\n{log}");
     for (plugin, reason) in [("bad-login", "ACCESS_REFUSED"), ("nowhere", "refused")] {

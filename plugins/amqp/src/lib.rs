@@ -25,6 +25,7 @@ mod broker_url;
 mod config;
 mod link;
 mod message;
+mod metrics;
 mod publisher;
 mod window;
 

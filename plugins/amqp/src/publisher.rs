@@ -21,6 +21,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use crate::config::Settings;
 use crate::link::{Link, Notice};
 use crate::message::messages;
+use crate::metrics::Metrics;
 use crate::window::Window;
 
 /// Longest wait for a connection to open (TCP, handshake, declarations):
@@ -36,6 +37,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct Publisher {
     settings: Settings,
     ctx: Arc<Context>,
+    metrics: Metrics,
     events: Arc<Events>,
     incoming: UnboundedReceiver<SharedEvent>,
     window: Window,
@@ -46,9 +48,10 @@ pub struct Publisher {
 /// A message handed to the broker, awaiting its confirmation.
 struct Sent {
     seq: u64,
-    /// Whether it is its event's last message, whose confirmation completes
-    /// the event. An event without messages has one `Sent` with no confirm.
-    last: bool,
+    /// On its event's last message, whose confirmation completes the event:
+    /// how many messages the event has. An event without messages has one
+    /// `Sent` with no confirm.
+    completes: Option<usize>,
     confirm: Option<PublisherConfirm>,
 }
 
@@ -62,6 +65,7 @@ impl Publisher {
     ) -> Publisher {
         Publisher {
             settings,
+            metrics: Metrics::new(ctx.clone()),
             ctx,
             events,
             incoming,
@@ -75,6 +79,8 @@ impl Publisher {
     pub async fn run(mut self) {
         let client_name = format!("eventhost plugin {}", self.ctx.name());
         let mut backoff = self.backoff();
+        self.metrics.connected(false);
+        self.metrics.unconfirmed(0);
         while !self.done() {
             let deadline = self.deadline(Instant::now() + CONNECT_TIMEOUT);
             let opened = timeout_at(deadline, Link::open(&self.settings, &client_name)).await;
@@ -86,8 +92,10 @@ impl Publisher {
                     };
                     self.ctx
                         .info(format_args!("connected to {}{again}", self.settings.broker));
+                    self.metrics.connected(true);
                     let opened_at = Instant::now();
                     let (outcome, progressed) = self.pump(&mut link).await;
+                    self.metrics.connected(false);
                     // A link that fails at once (say, the broker refuses every
                     // message) must not make the publisher spin.
                     if progressed || opened_at.elapsed() >= self.settings.reconnect_max {
@@ -110,6 +118,7 @@ impl Publisher {
                     CONNECT_TIMEOUT.as_secs()
                 ),
             };
+            self.metrics.connection_failed();
             let delay = backoff.next().unwrap_or(self.settings.reconnect_max);
             let waiting = match self.window.len() {
                 0 => String::new(),
@@ -173,9 +182,13 @@ impl Publisher {
             tokio::select! {
                 confirmed = next_confirmation(&mut sent), if !sent.is_empty() => {
                     match confirmed {
-                        Ok(Some(seq)) => {
+                        Ok(Some((seq, messages))) => {
                             self.window.confirm_oldest();
                             self.events.ack(seq);
+                            // In this order, so that a reader who sees the
+                            // count sees the window it left.
+                            self.metrics.unconfirmed(self.window.len());
+                            self.metrics.confirmed(messages);
                             progressed = true;
                         }
                         Ok(None) => {}
@@ -185,7 +198,7 @@ impl Publisher {
                 received = self.incoming.recv(), if self.stop_at.is_none() => match received {
                     Some(event) => {
                         let sending = self.send(link, &event, &mut sent).await;
-                        self.window.push(event);
+                        self.take(event);
                         if let Err(e) = sending {
                             break Err(e);
                         }
@@ -217,7 +230,7 @@ impl Publisher {
         if count == 0 {
             sent.push_back(Sent {
                 seq: event.seq,
-                last: true,
+                completes: Some(0),
                 confirm: None,
             });
         }
@@ -225,11 +238,17 @@ impl Publisher {
             let confirm = link.publish(message).await.map_err(|e| e.to_string())?;
             sent.push_back(Sent {
                 seq: event.seq,
-                last: index + 1 == count,
+                completes: (index + 1 == count).then_some(count),
                 confirm: Some(confirm),
             });
         }
         Ok(())
+    }
+
+    /// Adds an event the intake handed over to the window.
+    fn take(&mut self, event: SharedEvent) {
+        self.window.push(event);
+        self.metrics.unconfirmed(self.window.len());
     }
 
     /// Waits `delay` before reconnecting, taking in new events meanwhile.
@@ -239,7 +258,7 @@ impl Publisher {
             tokio::select! {
                 () = sleep_until(until) => return,
                 received = self.incoming.recv(), if self.stop_at.is_none() => match received {
-                    Some(event) => self.window.push(event),
+                    Some(event) => self.take(event),
                     // Not connected: nothing to wait for.
                     None => return self.host_closed(Duration::ZERO),
                 },
@@ -258,8 +277,8 @@ async fn sleep_until_some(at: Option<Instant>) {
 
 /// Awaits the oldest outstanding confirmation. Confirmations are taken in
 /// publishing order, so an event is complete when its last message is:
-/// `Some(seq)` then, `None` for an earlier message of an event.
-async fn next_confirmation(sent: &mut VecDeque<Sent>) -> Result<Option<u64>, String> {
+/// `Some((seq, its number of messages))` then, `None` for an earlier message.
+async fn next_confirmation(sent: &mut VecDeque<Sent>) -> Result<Option<(u64, usize)>, String> {
     let Some(oldest) = sent.front_mut() else {
         return Ok(None);
     };
@@ -275,6 +294,5 @@ async fn next_confirmation(sent: &mut VecDeque<Sent>) -> Result<Option<u64>, Str
             Err(e) => return Err(e.to_string()),
         }
     }
-    let done = sent.pop_front();
-    Ok(done.filter(|s| s.last).map(|s| s.seq))
+    Ok(sent.pop_front().and_then(|s| Some((s.seq, s.completes?))))
 }
