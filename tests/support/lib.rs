@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod broker;
 pub mod transactions;
 
 /// The workspace root.
@@ -123,19 +124,25 @@ impl Sandbox {
 
     /// Starts eventhost in the background, its log going to a file.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        self.spawn_with_input(args, Stdio::null())
+        self.spawn_with_input(args, Stdio::null(), &[])
     }
 
     /// Like [`Sandbox::spawn`], with standard input a pipe the test writes
     /// to with [`Running::feed`]: `replay -` publishes each line as it comes.
     pub fn spawn_fed(&self, args: &[&str]) -> Running {
-        self.spawn_with_input(args, Stdio::piped())
+        self.spawn_with_input(args, Stdio::piped(), &[])
     }
 
-    fn spawn_with_input(&self, args: &[&str], stdin: Stdio) -> Running {
+    /// Like [`Sandbox::spawn`], with these environment variables set.
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        self.spawn_with_input(args, Stdio::null(), env)
+    }
+
+    fn spawn_with_input(&self, args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Running {
         let log = self.path("eventhost.log");
         let mut child = self
             .eventhost(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
