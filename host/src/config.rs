@@ -3,7 +3,7 @@
 //! Relative paths are resolved against the directory of the configuration
 //! file, so a configuration means the same thing wherever the host is started.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -92,8 +92,32 @@ pub struct PluginEntry {
     pub event_types: Option<EventTypes>,
     /// Events held in memory for the plugin before it catches up from the event log.
     pub queue_capacity: usize,
+    /// Where the plugin runs.
+    pub isolation: Isolation,
+    /// In process isolation: a plugin holding events this long without
+    /// finishing any is killed and restarted.
+    pub ack_timeout: Duration,
     /// The plugin's own table, handed to it as JSON.
     pub config: serde_json::Value,
+}
+
+/// Where a plugin runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// On a thread of the host: fastest; a crash takes the host down.
+    Thread,
+    /// In a child process: a crash takes only the plugin down.
+    Process,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Thread => "thread",
+            Isolation::Process => "process",
+        }
+    }
 }
 
 /// A configuration that cannot be used, with what to fix.
@@ -103,10 +127,29 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Always one line: messages quote names and values from the file, and a
+/// newline or other control character in one of them would otherwise split
+/// the error across lines of the log or of `check-config`'s output (or, as
+/// an escape sequence, restyle the terminal). Such characters are shown the
+/// way Rust escapes them (`\n`, `\u{85}`).
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration {}: {}", self.file.display(), self.message)
+        f.write_str("configuration ")?;
+        write_one_line(f, &self.file.display().to_string())?;
+        f.write_str(": ")?;
+        write_one_line(f, &self.message)
     }
+}
+
+fn write_one_line(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            f.write_char(c)?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for ConfigError {}
@@ -166,12 +209,24 @@ struct RawPlugin {
     required: bool,
     event_types: Option<RawEventTypes>,
     queue_capacity: Option<usize>,
+    #[serde(default = "thread")]
+    isolation: Isolation,
+    #[serde(default = "ack_timeout_ms")]
+    ack_timeout_ms: u64,
     #[serde(default)]
     config: toml::Table,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn thread() -> Isolation {
+    Isolation::Thread
+}
+
+fn ack_timeout_ms() -> u64 {
+    30_000
 }
 
 #[derive(Deserialize)]
@@ -256,6 +311,8 @@ impl Config {
                 required: p.required,
                 event_types,
                 queue_capacity: p.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY),
+                isolation: p.isolation,
+                ack_timeout: Duration::from_millis(p.ack_timeout_ms),
                 config: serde_json::to_value(&p.config).map_err(|e| {
                     fail(format!(
                         "plugin `{}`: config cannot be passed on: {e}",

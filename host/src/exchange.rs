@@ -21,7 +21,7 @@ use eventhost_plugin_api::{Event, EventType, EventTypes, SharedEvent};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Events read from the log per catch-up step: large enough to amortize a
 /// read transaction, small enough to bound the memory of a catching-up plugin.
@@ -99,10 +99,7 @@ impl Progress {
 
 impl Exchange {
     /// An exchange whose history is the store's event log.
-    pub fn new(
-        store: Arc<Store>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Exchange>, crate::store::StoreError> {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Arc<Exchange>, StoreError> {
         let head = store.last_seq()?;
         let published = EventType::ALL
             .into_iter()
@@ -128,6 +125,20 @@ impl Exchange {
     /// The newest published sequence number.
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// Up to `max` published events from `from` on. The log may already
+    /// hold events the publisher is about to hand out; readers must not
+    /// see them before the subscribers do, or they would see them twice.
+    pub fn read_published(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
+        let head = self.head();
+        if from > head {
+            return Ok(Vec::new());
+        }
+        let wanted = usize::try_from(head - from + 1).unwrap_or(usize::MAX);
+        let mut events = self.store.read(from, max.min(wanted))?;
+        events.retain(|e| e.seq <= head);
+        Ok(events)
     }
 
     /// A queue that receives every event of the `mask` types after event
@@ -244,7 +255,7 @@ impl Queue {
     /// Reads the next batch of missed events from the log; when that reaches
     /// the head, switches the subscriber back to its live queue.
     fn catch_up(&self, from: u64) {
-        let events = match self.exchange.store.read(from, CATCH_UP_BATCH) {
+        let events = match self.exchange.read_published(from, CATCH_UP_BATCH) {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!("cannot read missed events from the event log: {e}; retrying");
@@ -281,12 +292,16 @@ impl Queue {
             if let Some(event) = backlogged {
                 return self.deliver(event);
             }
+            // Read before looking at the live queue: once the publisher has
+            // marked the subscriber behind it sends nothing more, so an
+            // empty queue then really holds nothing older than the mark.
+            // (Looked at the other way round, the queue could refill and
+            // overflow in between, and missed events would overtake it.)
+            let behind_from = self.progress.behind_from.load(Ordering::Acquire);
             match self.rx.try_recv() {
                 Ok(event) => return self.deliver_queued(event),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             }
-            // The live queue is empty: only now may missed events follow.
-            let behind_from = self.progress.behind_from.load(Ordering::Acquire);
             if behind_from != 0 {
                 self.catch_up(behind_from);
                 continue;
@@ -424,6 +439,48 @@ mod tests {
         let expected: Vec<u64> = (1..=1100).filter(|s| s % 10 != 0 || *s > 1000).collect();
         assert_eq!(got, expected);
         assert_eq!(slow.progress().delivered(), 1100);
+    }
+
+    #[test]
+    fn a_queue_that_overflows_while_being_read_keeps_order_without_duplicates() {
+        let f = fixture();
+        let q = f.exchange.subscribe("racy", BLOCK_VALID.into(), 4, 0);
+        const EVENTS: u64 = 20_000;
+        const BATCH: u64 = 500;
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::with_capacity(EVENTS as usize);
+            while got.len() < EVENTS as usize {
+                match q.recv(10_000) {
+                    Received::Event(e) => got.push(e.seq),
+                    _ => break,
+                }
+            }
+            got
+        });
+        // Batched appends keep the log's writes from being the whole test.
+        for start in (1..=EVENTS).step_by(BATCH as usize) {
+            let mut batch: Vec<Event> = (start..start + BATCH)
+                .map(|height| Event {
+                    event_type: BLOCK_VALID,
+                    seq: 0,
+                    height,
+                    block_hash: "h".into(),
+                    timestamp_ms: 0,
+                    transactions: RVec::new(),
+                    rejections: RVec::new(),
+                })
+                .collect();
+            f.store.append(&mut batch).unwrap();
+            for event in batch {
+                f.exchange.publish(event);
+            }
+        }
+        let got = reader.join().unwrap();
+        let expected: Vec<u64> = (1..=EVENTS).collect();
+        if got != expected {
+            let first = got.iter().zip(&expected).position(|(g, w)| g != w);
+            panic!("{} events; first difference at {first:?}", got.len());
+        }
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! the [`plugin_manager`] loads the plugins and runs each on its own thread.
 
 pub mod api;
+pub mod codec;
 pub mod config;
 pub mod exchange;
 pub mod host;
 pub mod ledger;
 pub mod metrics;
 pub mod plugin_manager;
+pub mod process;
 pub mod replay;
 pub mod store;

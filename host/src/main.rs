@@ -16,12 +16,15 @@ use eventhost::replay;
 use eventhost::store::Store;
 use tracing_subscriber::EnvFilter;
 
-/// A plugin host for ledger node events.
+/// A ledger node and plugin host for its events.
 ///
-/// eventhost publishes BLOCK_VALID (1) and BLOCK_INVALID (2) events to the
-/// plugins listed in its configuration file. Each plugin is a shared library
-/// built against the eventhost-plugin-api crate; it runs on its own thread
-/// and consumes the events it subscribed to from its own queue.
+/// eventhost accepts transactions over a BigchainDB/Planetmint-compatible
+/// HTTP API, commits them in blocks, and publishes BLOCK_VALID (1) and
+/// BLOCK_INVALID (2) events to the plugins listed in its configuration
+/// file. Each plugin is a shared library built against the
+/// eventhost-plugin-api crate; it runs on a thread of its own or in a child
+/// process, and consumes the events it subscribed to from its own queue.
+/// `eventhost check-config` checks a configuration and its plugins.
 ///
 /// Exit status: 0 success; 1 runtime failure; 2 bad command line,
 /// configuration or input file; 3 a required plugin failed to load or start.
@@ -79,6 +82,10 @@ enum Command {
     },
     /// List the configured plugins and the library file each resolves to.
     Plugins,
+    /// The plugin-runner role: runs one plugin in a child process of a host
+    /// (`isolation = "process"`). The host starts it; not for direct use.
+    #[command(hide = true)]
+    RunPlugin,
     /// Print the event log of the data directory as JSON lines, the form
     /// `replay` reads. The host must not be running (the store is locked).
     Events {
@@ -106,6 +113,10 @@ const EXIT_PLUGIN: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::RunPlugin = cli.command {
+        // The host passes everything over the socket; no configuration file.
+        return ExitCode::from(eventhost::process::child::run() as u8);
+    }
     let config_path = match &cli.command {
         Command::CheckConfig { file: Some(file) } => file.clone(),
         _ => cli.config.clone(),
@@ -124,6 +135,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { .. } => check_config(&config),
         Command::Plugins => list_plugins(&config),
         Command::Events { from, limit } => print_events(&config, from, limit),
+        Command::RunPlugin => unreachable!("handled before loading a configuration"),
     }
 }
 

@@ -114,6 +114,8 @@ def test_planetmint_driver(node):
         {"transaction_id": create["id"], "output_index": 0}
     ]
     assert pm.blocks.get(txid=create["id"]) in (1, [1])
+    assert pm.assets.get(cid=CID_ASSET) == [{"data": CID_ASSET}]
+    assert pm.metadata.get(search=CID_METADATA) == [{"id": create["id"], "metadata": CID_METADATA}]
     assert pm.blocks.retrieve("2")["transactions"] == [transfer]
 
     prepared = pm.transactions.prepare(

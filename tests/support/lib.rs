@@ -8,11 +8,14 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
+
+pub mod broker;
+pub mod transactions;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -121,15 +124,32 @@ impl Sandbox {
 
     /// Starts eventhost in the background, its log going to a file.
     pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_with_input(args, Stdio::null(), &[])
+    }
+
+    /// Like [`Sandbox::spawn`], with standard input a pipe the test writes
+    /// to with [`Running::feed`]: `replay -` publishes each line as it comes.
+    pub fn spawn_fed(&self, args: &[&str]) -> Running {
+        self.spawn_with_input(args, Stdio::piped(), &[])
+    }
+
+    /// Like [`Sandbox::spawn`], with these environment variables set.
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        self.spawn_with_input(args, Stdio::null(), env)
+    }
+
+    fn spawn_with_input(&self, args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Running {
         let log = self.path("eventhost.log");
-        let child = self
+        let mut child = self
             .eventhost(args)
-            .stdin(Stdio::null())
+            .envs(env.iter().copied())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start eventhost");
         Running {
+            input: child.stdin.take(),
             child,
             log,
             started: Instant::now(),
@@ -196,6 +216,8 @@ impl Finished {
 /// An eventhost process running in the background.
 pub struct Running {
     child: Child,
+    /// Its standard input, if started with [`Sandbox::spawn_fed`].
+    input: Option<ChildStdin>,
     log: PathBuf,
     started: Instant,
 }
@@ -207,10 +229,16 @@ impl Running {
 
     /// Waits until the log contains `needle`, or panics with the log.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_log_line(needle, timeout);
+    }
+
+    /// Waits until a line of the log contains `needle` and returns that
+    /// line, or panics with the log.
+    pub fn wait_for_log_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -244,6 +272,35 @@ impl Running {
         self.child.id()
     }
 
+    /// Writes one line to the process's standard input (see [`Sandbox::spawn_fed`]).
+    pub fn feed(&mut self, line: &str) {
+        let input = self
+            .input
+            .as_mut()
+            .expect("feed needs a process started with spawn_fed");
+        writeln!(input, "{line}")
+            .and_then(|()| input.flush())
+            .unwrap_or_else(|e| panic!("eventhost's standard input: {e}\n{}", self.log()));
+    }
+
+    /// Closes the process's standard input: `replay -` then stops.
+    pub fn end_input(&mut self) {
+        self.input = None;
+    }
+
+    /// The process's resident memory in KiB (VmRSS in /proc/<pid>/status).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn signal(&self, signal: i32) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
@@ -254,6 +311,7 @@ impl Running {
     /// Waits for the process to exit; kills it and panics after `timeout`.
     /// Returns the exit status and the time since it was started.
     pub fn wait(mut self, timeout: Duration) -> (ExitStatus, Duration, String) {
+        self.end_input();
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for eventhost") {

@@ -55,6 +55,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/blocks", get(queries::blocks_of_transaction))
         .route("/api/v1/blocks/{height}", get(queries::block))
         .route("/api/v1/assets", get(queries::assets))
+        .route("/api/v1/assets/{cid}", get(queries::assets_by_cid))
         .route("/api/v1/metadata", get(queries::metadata))
         .route("/api/v1/validators", get(queries::validators))
         .route("/api/v1/plugins", get(status::plugins))

@@ -138,6 +138,44 @@ pub async fn assets(
     Ok(Json(Value::Array(out)))
 }
 
+/// Planetmint's `GET /api/v1/assets/{cid}`: the asset objects of the
+/// transactions whose asset data is exactly `cid`, e.g. `[{"data": "Qm…"}]`.
+pub async fn assets_by_cid(
+    State(api): State<Arc<Api>>,
+    Path(cid): Path<String>,
+    pairs: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let mut p = query(pairs)?;
+    let limit = params::limit(p.optional("limit"))?;
+    p.finish()?;
+    // The word index narrows the candidates; the match itself is exact.
+    let hits = api
+        .services
+        .store
+        .search(TextField::Asset, &cid, 0)
+        .map_err(ApiError::internal)?;
+    let wanted = Value::String(cid);
+    let mut out = Vec::new();
+    for hit in hits {
+        let tx = parse_stored(&hit.record.json)?;
+        let assets = match (tx.get("assets"), tx.get("asset")) {
+            (Some(Value::Array(list)), _) => list.clone(),
+            (_, Some(asset)) => vec![asset.clone()],
+            _ => Vec::new(),
+        };
+        out.extend(
+            assets
+                .into_iter()
+                .filter(|a| a.get("data") == Some(&wanted)),
+        );
+        if limit > 0 && out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
 /// `[{"id", "metadata"}]`: transactions whose metadata contains a word of `search`.
 pub async fn metadata(
     State(api): State<Arc<Api>>,

@@ -72,7 +72,7 @@ pub async fn plugins(State(api): State<Arc<Api>>) -> Json<Value> {
                 "file": plugin.file.display().to_string(),
                 "api_version": plugin.api_version.to_string(),
                 "event_types": plugin.event_types.to_string(),
-                "isolation": "thread",
+                "isolation": plugin.entry.isolation.name(),
                 "state": state.name(),
                 "failure": match &state { PluginState::Failed(reason) => Some(reason.clone()), _ => None },
                 "restarts": record.restarts(),

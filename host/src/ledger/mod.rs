@@ -7,8 +7,8 @@
 //! as the previous block is written, so blocks grow with load), checks the
 //! block's transactions in arrival order against the state including the
 //! block's earlier transactions, and writes the block, its events and the
-//! mempool changes in one durable transaction. Only then are clients
-//! answered and the events published.
+//! mempool changes in one durable transaction. Only then are the events
+//! published, and then the clients answered.
 //!
 //! A transaction accepted in `async` mode that turns out invalid when its
 //! block is built (say, a second spend of one output) is left out of the
@@ -447,6 +447,11 @@ impl Chain {
                 .observe(started.elapsed().as_secs_f64());
             tracing::debug!(height, transactions = valid.len(), "block committed");
         }
+        // Publish before answering: a client told its transaction is
+        // committed can count on the event being on its way to every plugin.
+        for event in events {
+            self.exchange.publish(event);
+        }
         for (tx, reason) in &rejected {
             tracing::info!(
                 height,
@@ -470,9 +475,6 @@ impl Chain {
         }
         if !valid.is_empty() {
             self.tip = Some(record);
-        }
-        for event in events {
-            self.exchange.publish(event);
         }
         rest
     }

@@ -36,7 +36,7 @@ impl Advertised {
             .cloned()
     }
 
-    fn set(&self, rel: &str, link: Link) {
+    pub(crate) fn set(&self, rel: &str, link: Link) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = links.get(rel).filter(|old| old.plugin != link.plugin) {
             tracing::warn!(
@@ -52,6 +52,17 @@ impl Advertised {
     pub(super) fn remove_plugin(&self, plugin: &str) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links.retain(|_, link| link.plugin != plugin);
+    }
+}
+
+/// Writes a line a plugin logged into the host's log, tagged with its name.
+pub(crate) fn log_line(plugin: &str, level: LogLevel, message: &str) {
+    match level {
+        LogLevel::Error => tracing::error!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Info => tracing::info!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "eventhost::plugin", plugin, "{message}"),
+        LogLevel::Trace => tracing::trace!(target: "eventhost::plugin", plugin, "{message}"),
     }
 }
 
@@ -71,7 +82,8 @@ pub(super) struct PluginContext {
     pub services: Services,
 }
 
-fn labels(pairs: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>) -> Vec<(String, String)> {
+/// A metric's labels as they cross the boundary, owned.
+pub(crate) fn labels(pairs: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
@@ -88,14 +100,7 @@ impl HostContext for PluginContext {
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        let plugin = self.record.name();
-        match level {
-            LogLevel::Error => tracing::error!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Info => tracing::info!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "eventhost::plugin", plugin, "{message}"),
-            LogLevel::Trace => tracing::trace!(target: "eventhost::plugin", plugin, "{message}"),
-        }
+        log_line(self.record.name(), level, message.as_str());
     }
 
     fn ready(&self) {
@@ -121,7 +126,7 @@ impl HostContext for PluginContext {
     }
 
     fn read_events(&self, from: u64, max: u32) -> RResult<RVec<RArc<Event>>, RString> {
-        match self.services.store.read(from, max as usize) {
+        match self.services.exchange.read_published(from, max as usize) {
             Ok(events) => RResult::ROk(events.into_iter().map(RArc::new).collect()),
             Err(e) => RResult::RErr(e.to_string().into()),
         }

@@ -1,7 +1,7 @@
 //! Finding a plugin's library and checking that it is a plugin this host can run.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use eventhost_plugin_api::{API_VERSION, ApiVersion, EventTypes, PluginModuleRef};
@@ -154,36 +154,7 @@ pub fn load(entry: &PluginEntry, dirs: &[PathBuf]) -> Result<LoadedPlugin, LoadE
         file: Some(file.clone()),
         kind,
     };
-    let header = lib_header_from_path(&file).map_err(|e| error(open_error(e)))?;
-
-    let consts = header.root_mod_consts();
-    if consts.name().as_str() != PluginModuleRef::NAME {
-        return Err(error(LoadErrorKind::NotAPlugin {
-            detail: format!(
-                "it exports the abi_stable root module of `{}`",
-                consts.name()
-            ),
-        }));
-    }
-    let plugin_version = header.version_strings().version.as_str().to_owned();
-    let api_version = match ApiVersion::parse(&plugin_version) {
-        Some(v) if API_VERSION.accepts(v) => v,
-        _ => return Err(error(LoadErrorKind::IncompatibleVersion { plugin_version })),
-    };
-
-    let module = header
-        .init_root_module::<PluginModuleRef>()
-        .map_err(|e| match e {
-            LibraryError::AbiInstability(details) => {
-                tracing::debug!(plugin = %entry.name, "layout check failed:\n{details}");
-                error(LoadErrorKind::LayoutMismatch {
-                    plugin_version: plugin_version.clone(),
-                })
-            }
-            other => error(LoadErrorKind::InitFailed {
-                detail: first_line(&other.to_string()),
-            }),
-        })?;
+    let (module, api_version) = open_library(&entry.name, &file)?;
 
     let declared = module.event_types();
     if declared.is_empty() || EventTypes::from_bits(declared.bits()).is_err() {
@@ -210,6 +181,48 @@ pub fn load(entry: &PluginEntry, dirs: &[PathBuf]) -> Result<LoadedPlugin, LoadE
         module,
         file,
     })
+}
+
+/// Opens a plugin library and checks that it is a plugin this host can run:
+/// its plugin-api version, then the layout of every type that crosses the
+/// boundary. Returns its root module and the version it was built against.
+pub fn open_library(plugin: &str, file: &Path) -> Result<(PluginModuleRef, ApiVersion), LoadError> {
+    let error = |kind| LoadError {
+        plugin: plugin.to_owned(),
+        file: Some(file.to_owned()),
+        kind,
+    };
+    let header = lib_header_from_path(file).map_err(|e| error(open_error(e)))?;
+    let consts = header.root_mod_consts();
+    if consts.name().as_str() != PluginModuleRef::NAME {
+        return Err(error(LoadErrorKind::NotAPlugin {
+            detail: format!(
+                "it exports the abi_stable root module of `{}`",
+                consts.name()
+            ),
+        }));
+    }
+    let plugin_version = header.version_strings().version.as_str().to_owned();
+    let api_version = match ApiVersion::parse(&plugin_version) {
+        Some(v) if API_VERSION.accepts(v) => v,
+        _ => return Err(error(LoadErrorKind::IncompatibleVersion { plugin_version })),
+    };
+
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| match e {
+            LibraryError::AbiInstability(details) => {
+                tracing::debug!(plugin, "layout check failed:\n{details}");
+                error(LoadErrorKind::LayoutMismatch {
+                    plugin_version: plugin_version.clone(),
+                })
+            }
+            other => error(LoadErrorKind::InitFailed {
+                detail: first_line(&other.to_string()),
+            }),
+        })?;
+
+    Ok((module, api_version))
 }
 
 fn open_error(e: LibraryError) -> LoadErrorKind {
@@ -247,6 +260,8 @@ mod tests {
             required: true,
             event_types: None,
             queue_capacity: 1,
+            isolation: crate::config::Isolation::Thread,
+            ack_timeout: std::time::Duration::from_secs(1),
             config: serde_json::json!({}),
         }
     }

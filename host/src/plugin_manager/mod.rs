@@ -25,10 +25,15 @@ use abi_stable::std_types::RResult;
 use eventhost_plugin_api::ffi::{HostContext_TO, HostQueue_TO, RunArgs};
 
 pub use context::{Advertised, Link, Services};
-pub use load::{LoadError, LoadErrorKind, LoadedPlugin, library_file_name, load, resolve};
+pub(crate) use context::{labels, log_line};
+pub use load::{
+    LoadError, LoadErrorKind, LoadedPlugin, library_file_name, load, open_library, resolve,
+};
 
+use crate::config::Isolation;
 use crate::exchange::{Exchange, Progress};
 use crate::metrics::Metrics;
+use crate::process;
 use context::PluginContext;
 
 /// Where a plugin is in its life.
@@ -108,7 +113,7 @@ impl PluginRecord {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_state(&self, state: State) {
+    pub(crate) fn set_state(&self, state: State) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
         self.changed.notify_all();
     }
@@ -126,7 +131,7 @@ impl PluginRecord {
             .clone()
     }
 
-    fn set_last_error(&self, error: &str) {
+    pub(crate) fn set_last_error(&self, error: &str) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
     }
 
@@ -344,15 +349,28 @@ impl Supervisor {
                 cursor,
             );
             *record.progress.lock().unwrap_or_else(|e| e.into_inner()) = queue.progress();
-            let context = PluginContext {
-                record: record.clone(),
-                config_json: record.plugin.entry.config.to_string(),
-                services: self.services.clone(),
+            let outcome = match record.plugin.entry.isolation {
+                Isolation::Thread => {
+                    let context = PluginContext {
+                        record: record.clone(),
+                        config_json: record.plugin.entry.config.to_string(),
+                        services: self.services.clone(),
+                    };
+                    match run(RunArgs::new(
+                        HostContext_TO::from_value(context, TD_Opaque),
+                        HostQueue_TO::from_value(queue, TD_Opaque),
+                    )) {
+                        RResult::ROk(()) => Ok(()),
+                        RResult::RErr(reason) => Err(reason.into_string()),
+                    }
+                }
+                Isolation::Process => process::parent::run(
+                    record,
+                    &self.services,
+                    queue,
+                    record.plugin.entry.ack_timeout,
+                ),
             };
-            let outcome = run(RunArgs::new(
-                HostContext_TO::from_value(context, TD_Opaque),
-                HostQueue_TO::from_value(queue, TD_Opaque),
-            ));
             self.services.advertised.remove_plugin(name);
             let progress = record.progress();
             cursor = progress.finished();
@@ -360,11 +378,11 @@ impl Supervisor {
                 .delivered_before
                 .fetch_add(progress.count(), Ordering::AcqRel);
             let reason = match outcome {
-                RResult::ROk(()) => {
+                Ok(()) => {
                     tracing::info!(plugin = %name, "plugin stopped");
                     return State::Stopped;
                 }
-                RResult::RErr(reason) => reason.into_string(),
+                Err(reason) => reason,
             };
             tracing::error!(plugin = %name, "plugin failed: {reason}");
             record.set_last_error(&reason);

@@ -11,14 +11,13 @@ pub mod chain;
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::std_types::{RString, RVec};
-use eventhost_plugin_api::{BLOCK_VALID, Event, EventType, Rejection};
+use eventhost_plugin_api::{BLOCK_VALID, Event};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
-/// seq -> the event, encoded as a one-byte format tag followed by postcard.
+use crate::codec;
+
+/// seq -> the event, as [`codec::encode_event`] writes it.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const RECORD_V1: u8 = 1;
 /// block hash -> the sequence number of its event (BLOCK_VALID or BLOCK_INVALID).
 const EVENT_BY_HASH: TableDefinition<&str, u64> = TableDefinition::new("event_by_hash");
 /// height -> the sequence number of its BLOCK_VALID event.
@@ -51,26 +50,6 @@ impl Store {
     pub(crate) fn db(&self) -> &Database {
         &self.db
     }
-}
-
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    event_type: u32,
-    height: u64,
-    block_hash: &'a str,
-    timestamp_ms: u64,
-    transactions: Vec<&'a str>,
-    rejections: Vec<(&'a str, &'a str)>,
-}
-
-#[derive(Deserialize)]
-struct Record {
-    event_type: u32,
-    height: u64,
-    block_hash: String,
-    timestamp_ms: u64,
-    transactions: Vec<String>,
-    rejections: Vec<(String, String)>,
 }
 
 impl Store {
@@ -136,11 +115,12 @@ impl Store {
         for entry in table.range(from..).map_err(|e| self.err(e))?.take(max) {
             let (k, v) = entry.map_err(|e| self.err(e))?;
             let seq = k.value();
-            let event = decode(seq, v.value()).map_err(|reason| StoreError::Corrupt {
-                path: self.path.clone(),
-                seq,
-                reason,
-            })?;
+            let event =
+                codec::decode_event(seq, v.value()).map_err(|reason| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    seq,
+                    reason,
+                })?;
             events.push(event);
         }
         Ok(events)
@@ -196,7 +176,7 @@ pub(crate) fn append_events(
     for event in events.iter_mut() {
         seq += 1;
         event.seq = seq;
-        encode(event, &mut buf);
+        codec::encode_event(event, &mut buf);
         table.insert(seq, buf.as_slice())?;
         by_hash.insert(event.block_hash.as_str(), seq)?;
         if event.event_type == BLOCK_VALID {
@@ -206,60 +186,11 @@ pub(crate) fn append_events(
     Ok(())
 }
 
-fn encode(event: &Event, buf: &mut Vec<u8>) {
-    let record = RecordRef {
-        event_type: event.event_type.id(),
-        height: event.height,
-        block_hash: &event.block_hash,
-        timestamp_ms: event.timestamp_ms,
-        transactions: event.transactions.iter().map(RString::as_str).collect(),
-        rejections: event
-            .rejections
-            .iter()
-            .map(|r| (r.transaction_id.as_str(), r.reason.as_str()))
-            .collect(),
-    };
-    buf.clear();
-    buf.push(RECORD_V1);
-    // Encoding plain strings and integers into a Vec cannot fail.
-    let encoded = postcard::to_extend(&record, std::mem::take(buf)).unwrap_or_default();
-    *buf = encoded;
-}
-
-fn decode(seq: u64, bytes: &[u8]) -> Result<Event, String> {
-    let (tag, body) = bytes.split_first().ok_or("empty record")?;
-    if *tag != RECORD_V1 {
-        return Err(format!("unknown record format {tag}"));
-    }
-    let r: Record = postcard::from_bytes(body).map_err(|e| e.to_string())?;
-    let event_type = EventType::from_id(r.event_type)
-        .ok_or_else(|| format!("unknown event type {}", r.event_type))?;
-    Ok(Event {
-        event_type,
-        seq,
-        height: r.height,
-        block_hash: r.block_hash.into(),
-        timestamp_ms: r.timestamp_ms,
-        transactions: r
-            .transactions
-            .into_iter()
-            .map(RString::from)
-            .collect::<RVec<_>>(),
-        rejections: r
-            .rejections
-            .into_iter()
-            .map(|(id, reason)| Rejection {
-                transaction_id: id.into(),
-                reason: reason.into(),
-            })
-            .collect(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID};
+    use abi_stable::std_types::{RString, RVec};
+    use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
 
     fn event(height: u64, invalid: bool) -> Event {
         Event {

@@ -11,6 +11,8 @@ enum Config {
     /// Appends each event's sequence number to `output`; panics on the
     /// `at`-th event of each run, before recording it.
     Panic { at: u64, output: String },
+    /// Like `panic`, but the process dies of SIGSEGV.
+    Segfault { at: u64, output: String },
     /// Says it is ready, then never reads its queue.
     NeverRead,
     /// Reports a failure instead of starting.
@@ -19,21 +21,20 @@ enum Config {
 
 fn run(ctx: Context, events: Events) -> Result<(), String> {
     match ctx.config()? {
-        Config::Panic { at, output } => {
-            let mut out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(output)
-                .map_err(|e| e.to_string())?;
-            ctx.ready();
-            for (i, event) in (&events).enumerate() {
-                if i as u64 + 1 == at {
-                    panic!("deliberate panic at event {}", event.seq);
-                }
-                writeln!(out, "{}", event.seq).map_err(|e| e.to_string())?;
+        Config::Panic { at, output } => record_until(&ctx, &events, at, &output, || {
+            panic!("deliberate panic");
+        }),
+        Config::Segfault { at, output } => record_until(&ctx, &events, at, &output, || {
+            // Rust's runtime handles SIGSEGV to detect stack overflows and,
+            // for a raised signal, returns; restore the default so the
+            // process dies as it would on a real invalid access.
+            // SAFETY: setting a signal's disposition and raising it have no
+            // memory-safety preconditions.
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
             }
-            Ok(())
-        }
+        }),
         Config::NeverRead => {
             ctx.ready();
             loop {
@@ -45,6 +46,31 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
             Err("cannot reach the thing it needs".into())
         }
     }
+}
+
+/// Appends each event's sequence number to `output` and calls `crash` on
+/// the `at`-th event of this run, before recording it.
+fn record_until(
+    ctx: &Context,
+    events: &Events,
+    at: u64,
+    output: &str,
+    crash: impl Fn(),
+) -> Result<(), String> {
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(output)
+        .map_err(|e| e.to_string())?;
+    ctx.ready();
+    for (i, event) in events.enumerate() {
+        if i as u64 + 1 == at {
+            ctx.warn(format_args!("crashing at event {}", event.seq));
+            crash();
+        }
+        writeln!(out, "{}", event.seq).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 export_plugin! {

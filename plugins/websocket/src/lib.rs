@@ -1,0 +1,120 @@
+//! WebSocket event streams, as BigchainDB and Planetmint serve them, fed by
+//! the plugin's queue like any other plugin's.
+//!
+//! ```toml
+//! [[plugins]]
+//! name = "websocket"
+//! [plugins.config]             # every key is optional; see README.md
+//! bind = "127.0.0.1:9985"
+//! ```
+//!
+//! The plugin's own thread receives the events and hands their messages to
+//! the clients' queues (see [`hub`]), never waiting for a client; a tokio
+//! runtime the plugin starts for itself serves the connections. Nothing
+//! async crosses the plugin boundary.
+
+mod auth;
+mod config;
+mod connection;
+mod filter;
+mod handshake;
+mod hub;
+mod keepalive;
+mod messages;
+mod resume;
+mod server;
+mod state_delta;
+mod stream;
+mod transaction;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventhost_plugin_api::prelude::*;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::stream::Stream;
+
+/// What is left of a stopping runtime's tasks once the connections had
+/// their `close_timeout_ms` is dropped after this long.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
+
+fn run(ctx: Context, events: Events) -> Result<(), String> {
+    let ctx = Arc::new(ctx);
+    let config: Config = ctx.config()?;
+    config
+        .validate()
+        .map_err(|e| format!("invalid config for plugin `{}`: {e}", ctx.name()))?;
+    let tokens = match auth::Tokens::load(&config.tokens, config.tokens_file.as_deref()) {
+        Ok(tokens) => tokens.map(Arc::new),
+        Err(reason) => {
+            ctx.failed(&reason);
+            return Err(reason);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("websocket")
+        .build()
+        .map_err(|e| format!("cannot start an async runtime: {e}"))?;
+    let listener = match runtime.block_on(TcpListener::bind(&config.bind)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let reason = format!("cannot listen on {}: {e}", config.bind);
+            ctx.failed(&reason);
+            return Err(reason);
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let base = config.base_url(address.port());
+    ctx.info(format_args!(
+        "listening on {address}; streams at {base}/api/v1/streams/"
+    ));
+    for stream in Stream::ALL {
+        if let Some(rel) = stream.advertised_as() {
+            ctx.advertise(rel, &format!("{base}{}", stream.path()));
+        }
+    }
+
+    let hub = Arc::new(Hub::new(config.client_queue_capacity, config.max_clients));
+    let close_timeout = config.close_timeout();
+    let (stop, stopped) = oneshot::channel();
+    let server = runtime.spawn(server::serve(
+        listener,
+        hub.clone(),
+        Arc::new(config),
+        tokens,
+        ctx.clone(),
+        stopped,
+    ));
+    ctx.ready();
+
+    for event in &events {
+        for skipped in hub.publish(&event) {
+            ctx.warn(skipped);
+        }
+    }
+
+    // The host is stopping: clients get what is queued for them and a
+    // close frame, within close_timeout_ms.
+    hub.close();
+    let _ = stop.send(());
+    let _ = runtime.block_on(async { tokio::time::timeout(close_timeout, server).await });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    ctx.info(format_args!(
+        "stopped; {} clients were closed for being too slow",
+        hub.too_slow_count()
+    ));
+    Ok(())
+}
+
+export_plugin! {
+    name: "websocket",
+    event_types: BLOCK_VALID | BLOCK_INVALID,
+    run: run,
+}
