@@ -7,8 +7,10 @@
 //! dependencies cargo would build for this crate). `--quick` runs every row
 //! for a few seconds; CI uses it to show the benchmarks still work.
 
+mod bare_ws;
 mod commit;
 mod exchange;
+mod fanout;
 mod report;
 mod sys;
 mod txs;
@@ -46,6 +48,12 @@ enum Which {
     Validation,
     /// 3: HTTP POST to BLOCK_VALID through the real node.
     Commit,
+    /// 4: WebSocket fan-out to 1,000 clients vs a bare tokio-tungstenite server.
+    Websocket,
+    /// Not a benchmark: the bare WebSocket server row 4 measures, run as a
+    /// process of its own.
+    #[value(hide = true)]
+    BareWsServer,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +68,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if cli.which == Which::BareWsServer {
+        return bare_ws::serve();
+    }
     let build = build_dir()?;
     let machine = sys::machine();
     eprintln!("machine: {machine}");
@@ -73,6 +84,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if matches!(cli.which, Which::All | Which::Commit) {
         rows.extend(commit::run(&build, cli.quick)?);
+    }
+    if matches!(cli.which, Which::All | Which::Websocket) {
+        rows.extend(fanout::run(&build, cli.quick)?);
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     print!("{}", report::table(&rows));
@@ -105,6 +119,7 @@ fn build_dir() -> anyhow::Result<PathBuf> {
     for file in [
         format!("eventhost{}", std::env::consts::EXE_SUFFIX),
         eventhost::plugin_manager::library_file_name(SINK),
+        eventhost::plugin_manager::library_file_name("websocket"),
     ] {
         if !dir.join(&file).exists() {
             bail!(
@@ -141,8 +156,17 @@ fn median(mut xs: Vec<f64>) -> f64 {
     quantile(&xs, 0.5)
 }
 
-/// A configuration file for the node or the in-process host, loading
-/// plugins from `build`.
+/// The address logged after `mark` (up to a `;` or a space), in the last
+/// line of `log` that has it.
+fn logged_address(log: &str, mark: &str) -> Option<String> {
+    let rest = log.rsplit(mark).next().filter(|_| log.contains(mark))?;
+    let end = rest
+        .find(|c: char| c == ';' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
+/// The `plugin_dirs` line of a configuration that loads plugins from `build`.
 fn plugin_dirs_line(build: &Path) -> String {
     format!("plugin_dirs = [{:?}]", build.display().to_string())
 }
