@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -492,23 +491,10 @@ fn throughput(
     Ok(result)
 }
 
-type WsClient = tungstenite::WebSocket<TcpStream>;
-
-/// A WebSocket client of `path` on the server at `address`, its reads
-/// timing out now and then so that its loop can watch a deadline.
-fn ws_connect(address: &str, path: &str) -> anyhow::Result<WsClient> {
-    let tcp = TcpStream::connect(address)?;
-    tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let (client, _) = tungstenite::client(format!("ws://{address}{path}"), tcp)
-        .map_err(|e| anyhow::anyhow!("WebSocket upgrade at {address}{path}: {e}"))?;
-    Ok(client)
-}
-
 /// Reads `valid_transactions` messages until `count` arrived (or `until`);
 /// returns when each transaction's message arrived, on the wall clock.
 fn listen(
-    mut client: WsClient,
+    mut client: crate::WsClient,
     count: usize,
     until: Instant,
 ) -> anyhow::Result<HashMap<String, u128>> {
@@ -572,7 +558,7 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         .websocket
         .as_deref()
         .context("the node serves no WebSocket streams")?;
-    let stream = ws_connect(websocket, "/api/v1/streams/valid_transactions")?;
+    let stream = crate::ws_connect(websocket, "/api/v1/streams/valid_transactions")?;
     let listen_until = start + p.latency_for + PATIENCE;
     let node_waited = node.run_queue_wait();
     let senders_waited_ns = AtomicU64::new(0);

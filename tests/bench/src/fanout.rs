@@ -342,13 +342,19 @@ async fn connect(address: &str, count: Arc<AtomicU64>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a new client takes to connect and complete its upgrade.
-async fn probe(address: &str) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let tcp = TcpStream::connect(address).await?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{PATH}"), tcp).await?;
-    let took = started.elapsed();
-    drop(ws);
+/// Connects a new client every `every` until `probing` is cleared, and
+/// returns how long each took to connect and complete its upgrade, in ms.
+/// It runs on a thread of its own, apart from the runtime the 1,000
+/// readers keep busy, so that it measures the server, not their backlog.
+fn probe(address: &str, every: Duration, probing: &AtomicBool) -> anyhow::Result<Vec<f64>> {
+    let mut took = Vec::new();
+    while probing.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let client = crate::ws_connect(address, PATH)?;
+        took.push(started.elapsed().as_secs_f64() * 1e3);
+        drop(client);
+        std::thread::sleep(every.saturating_sub(started.elapsed()));
+    }
     Ok(took)
 }
 
@@ -390,33 +396,29 @@ fn measure(
     let idle_kib_per_client = rss_idle.saturating_sub(rss_before) as f64 / p.clients as f64;
 
     let mut input = process.child.stdin.take().context("the server's input")?;
-    let probing = Arc::new(AtomicBool::new(true));
-    let prober = runtime.spawn({
-        let address = process.address.clone();
-        let probing = probing.clone();
-        let every = p.probe_every;
-        async move {
-            let mut took = Vec::new();
-            let mut ticks = tokio::time::interval(every);
-            while probing.load(Ordering::Relaxed) {
-                ticks.tick().await;
-                took.push(probe(&address).await?.as_secs_f64() * 1e3);
-            }
-            anyhow::Ok(took)
-        }
+    let probing = AtomicBool::new(true);
+    let (fed, connect_ms) = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| probe(&process.address, p.probe_every, &probing));
+        let fed = (|| {
+            let cpu_before =
+                sys::process_cpu_time(process.pid()).context("the server's CPU time")?;
+            let started = Instant::now();
+            let sent = feed(&mut input, &counts, p.feed_for)?;
+            let feeding = started.elapsed();
+            let server_cpu = sys::process_cpu_time(process.pid())
+                .context("the server's CPU time")?
+                .saturating_sub(cpu_before);
+            anyhow::Ok((sent, feeding, server_cpu))
+        })();
+        probing.store(false, Ordering::Relaxed);
+        let connect_ms = prober
+            .join()
+            .unwrap_or_else(|_| bail!("the prober panicked"))
+            .context("a new client could not connect");
+        (fed, connect_ms)
     });
-    let cpu_before = sys::process_cpu_time(process.pid()).context("the server's CPU time")?;
-    let started = Instant::now();
-    let sent = feed(&mut input, &counts, p.feed_for)?;
-    probing.store(false, Ordering::Relaxed);
-    let feeding = started.elapsed();
-    let server_cpu = sys::process_cpu_time(process.pid())
-        .context("the server's CPU time")?
-        .saturating_sub(cpu_before);
-    let connect_ms = runtime
-        .block_on(prober)
-        .context("the prober panicked")?
-        .context("a new client could not connect")?;
+    let (sent, feeding, server_cpu) = fed?;
+    let connect_ms = connect_ms?;
     let peak_rss_kib = sys::peak_rss_kib(Some(process.pid()));
     let delivered: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     if delivered != sent * p.clients as u64 {

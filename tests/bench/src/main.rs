@@ -166,6 +166,20 @@ fn logged_address(log: &str, mark: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
+/// A WebSocket client on its own blocking socket.
+type WsClient = tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A WebSocket client of `path` on the server at `address`, its reads
+/// timing out now and then so that a reading loop can watch a deadline.
+fn ws_connect(address: &str, path: &str) -> anyhow::Result<WsClient> {
+    let tcp = std::net::TcpStream::connect(address)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
+    let (client, _) = tokio_tungstenite::tungstenite::client(format!("ws://{address}{path}"), tcp)
+        .map_err(|e| anyhow::anyhow!("WebSocket upgrade at {address}{path}: {e}"))?;
+    Ok(client)
+}
+
 /// The `plugin_dirs` line of a configuration that loads plugins from `build`.
 fn plugin_dirs_line(build: &Path) -> String {
     format!("plugin_dirs = [{:?}]", build.display().to_string())
