@@ -169,14 +169,18 @@ fn logged_address(log: &str, mark: &str) -> Option<String> {
 /// A WebSocket client on its own blocking socket.
 type WsClient = tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>;
 
-/// A WebSocket client of `path` on the server at `address`, its reads
-/// timing out now and then so that a reading loop can watch a deadline.
+/// A WebSocket client of `path` on the server at `address`. The upgrade
+/// may take up to 30 s (a loaded server is slow, not broken); afterwards
+/// reads time out now and then so that a reading loop can watch a deadline.
 fn ws_connect(address: &str, path: &str) -> anyhow::Result<WsClient> {
     let tcp = std::net::TcpStream::connect(address)?;
     tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let (client, _) = tokio_tungstenite::tungstenite::client(format!("ws://{address}{path}"), tcp)
         .map_err(|e| anyhow::anyhow!("WebSocket upgrade at {address}{path}: {e}"))?;
+    client
+        .get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
     Ok(client)
 }
 
