@@ -67,6 +67,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// A benchmark: its rows, or why it could not make them.
+type Benchmark<'a> = &'a dyn Fn() -> anyhow::Result<Vec<report::Row>>;
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.which == Which::BareWsServer {
         return bare_ws::serve();
@@ -76,17 +79,32 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     eprintln!("machine: {machine}");
     let started = Instant::now();
     let mut rows = Vec::new();
-    if matches!(cli.which, Which::All | Which::Exchange) {
-        rows.extend(exchange::run(&build, cli.quick)?);
-    }
-    if matches!(cli.which, Which::All | Which::Validation) {
-        rows.extend(validation::run(cli.quick)?);
-    }
-    if matches!(cli.which, Which::All | Which::Commit) {
-        rows.extend(commit::run(&build, cli.quick)?);
-    }
-    if matches!(cli.which, Which::All | Which::Websocket) {
-        rows.extend(fanout::run(&build, cli.quick)?);
+    // A benchmark that fails does not take the others' results with it;
+    // the run still fails at the end.
+    let mut failed = Vec::new();
+    let benchmarks: [(Which, &str, Benchmark); 4] = [
+        (Which::Exchange, "exchange", &|| {
+            exchange::run(&build, cli.quick)
+        }),
+        (Which::Validation, "validation", &|| {
+            validation::run(cli.quick)
+        }),
+        (Which::Commit, "commit", &|| commit::run(&build, cli.quick)),
+        (Which::Websocket, "websocket", &|| {
+            fanout::run(&build, cli.quick)
+        }),
+    ];
+    for (which, name, benchmark) in benchmarks {
+        if cli.which != Which::All && cli.which != which {
+            continue;
+        }
+        match benchmark() {
+            Ok(done) => rows.extend(done),
+            Err(e) => {
+                eprintln!("error: the {name} benchmark failed: {e:#}");
+                failed.push(name);
+            }
+        }
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     print!("{}", report::table(&rows));
@@ -105,6 +123,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report::json(&rows, cli.quick, machine))?;
     std::fs::write(&out, text + "\n").with_context(|| format!("write {}", out.display()))?;
     eprintln!("results written to {}", out.display());
+    if !failed.is_empty() {
+        bail!("benchmarks failed: {}", failed.join(", "));
+    }
     Ok(())
 }
 
