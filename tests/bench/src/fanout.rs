@@ -97,8 +97,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     } else {
         Params {
             clients: 1000,
-            rounds: 2,
-            feed_for: Duration::from_secs(10),
+            rounds: 3,
+            feed_for: Duration::from_secs(8),
             probe_every: Duration::from_millis(50),
         }
     };

@@ -170,11 +170,15 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The median of per-round rates: robust to a round disturbed by another
-/// tenant of a shared machine.
+/// The median of per-round figures (the mean of the middle two of an even
+/// number): robust to a round disturbed by another tenant of a shared machine.
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    quantile(&xs, 0.5)
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+        n => xs[n / 2],
+    }
 }
 
 /// The address logged after `mark` (up to a `;` or a space), in the last
