@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use tokio_tungstenite::tungstenite;
 
 use crate::report::{Figure, Row, Target};
 use crate::txs::Tx;
@@ -145,12 +146,23 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             ),
             ours: latency.plugin,
             baseline: None,
+            target: None,
+            peak_rss_kib: latency_rss,
+            rss_of: "node",
+            notes: Vec::new(),
+        },
+        Row {
+            id: "3d",
+            what: format!(
+                "mode=commit at {} tx/s: POST → message on a WebSocket client (valid_transactions)",
+                p.rate
+            ),
+            ours: latency.websocket,
+            baseline: None,
             target: Some(Target::P99Below(5.0)),
             peak_rss_kib: latency_rss,
             rss_of: "node",
-            notes: vec![
-                "the issue's target is end to end to a WebSocket client; until the WebSocket plugin is merged a plugin receiving the event stands in for it".into(),
-            ],
+            notes: Vec::new(),
         },
     ])
 }
@@ -161,20 +173,28 @@ struct Node {
     /// Holds the data directory, the configuration, the log and the stamps.
     dir: tempfile::TempDir,
     base: String,
+    /// The WebSocket plugin's address, if it runs.
+    websocket: Option<String>,
 }
 
 impl Node {
-    /// Starts the node and waits until its HTTP API listens. With `ids`,
-    /// the plugin's stamps name every transaction of each block.
-    fn start(build: &Path, ids: bool) -> anyhow::Result<Node> {
+    /// Starts the node and waits until its HTTP API listens. With
+    /// `latency`, the plugin's stamps name every transaction of each block,
+    /// and the WebSocket plugin serves the streams.
+    fn start(build: &Path, latency: bool) -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new()
             .prefix("eventhost-bench-")
             .tempdir()?;
-        let config = format!(
+        let mut config = format!(
             "[host]\ndata_dir = \"data\"\n{}\nlog = \"info\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n\
-             [[plugins]]\nname = \"stamps\"\nlibrary = \"{SINK}\"\n[plugins.config]\nstamps = \"stamps.txt\"\nids = {ids}\n",
+             [[plugins]]\nname = \"stamps\"\nlibrary = \"{SINK}\"\n[plugins.config]\nstamps = \"stamps.txt\"\nids = {latency}\n",
             crate::plugin_dirs_line(build)
         );
+        if latency {
+            config.push_str(
+                "\n[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n",
+            );
+        }
         fs::write(dir.path().join("config.toml"), config)?;
         let log = dir.path().join("eventhost.log");
         let child = Command::new(build.join(format!("eventhost{}", std::env::consts::EXE_SUFFIX)))
@@ -193,8 +213,15 @@ impl Node {
             child,
             dir,
             base: String::new(),
+            websocket: None,
         };
         node.base = format!("http://{}", node.address()?);
+        if latency {
+            node.websocket = Some(
+                crate::logged_address(&node.log(), "listening on ")
+                    .context("the WebSocket plugin did not log its address")?,
+            );
+        }
         Ok(node)
     }
 
@@ -202,17 +229,13 @@ impl Node {
         fs::read_to_string(self.dir.path().join("eventhost.log")).unwrap_or_default()
     }
 
-    /// The address the node logs once it listens.
+    /// The address the node logs once it listens (after its plugins started).
     fn address(&mut self) -> anyhow::Result<String> {
-        const MARK: &str = "HTTP API on http://";
         let deadline = Instant::now() + PATIENCE;
         loop {
             let log = self.log();
-            if let Some(rest) = log.split(MARK).nth(1) {
-                let end = rest
-                    .find(|c: char| c == ';' || c.is_whitespace())
-                    .unwrap_or(rest.len());
-                return Ok(rest[..end].to_owned());
+            if let Some(address) = crate::logged_address(&log, "HTTP API on http://") {
+                return Ok(address);
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!("eventhost exited ({status}) before serving:\n{log}");
@@ -468,9 +491,48 @@ fn throughput(
     Ok(result)
 }
 
+/// Reads `valid_transactions` messages until `count` arrived (or `until`);
+/// returns when each transaction's message arrived, on the wall clock.
+fn listen(
+    mut client: crate::WsClient,
+    count: usize,
+    until: Instant,
+) -> anyhow::Result<HashMap<String, u128>> {
+    let mut arrived = HashMap::with_capacity(count);
+    while arrived.len() < count {
+        if Instant::now() > until {
+            bail!(
+                "the WebSocket client got {} of {count} messages in time",
+                arrived.len()
+            );
+        }
+        let text = match client.read() {
+            Ok(tungstenite::Message::Text(text)) => text,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => bail!("the WebSocket stream failed: {e}"),
+        };
+        let at = now_ns();
+        let message: serde_json::Value = serde_json::from_str(&text)?;
+        let id = message["transaction_id"]
+            .as_str()
+            .with_context(|| format!("a message without a transaction_id: {text}"))?;
+        arrived.insert(id.to_owned(), at);
+    }
+    Ok(arrived)
+}
+
 struct Latency {
     http: Figure,
     plugin: Figure,
+    websocket: Figure,
     block_size: f64,
     /// Mean time the node took to write a block durably, and to answer a
     /// POST, by its own metrics: what of the latency is the node's.
@@ -492,9 +554,16 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     let start = Instant::now() + lead;
     let start_ns = now_ns() + lead.as_nanos();
     let http_ms = Mutex::new(vec![f64::NAN; txs.len()]);
+    let websocket = node
+        .websocket
+        .as_deref()
+        .context("the node serves no WebSocket streams")?;
+    let stream = crate::ws_connect(websocket, "/api/v1/streams/valid_transactions")?;
+    let listen_until = start + p.latency_for + PATIENCE;
     let node_waited = node.run_queue_wait();
     let senders_waited_ns = AtomicU64::new(0);
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
+    let (results, listened) = std::thread::scope(|scope| {
+        let listener = scope.spawn(|| listen(stream, txs.len(), listen_until));
         let workers: Vec<_> = (0..p.senders)
             .map(|_| {
                 scope.spawn(|| {
@@ -535,14 +604,19 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
             },
             p.latency_for + PATIENCE,
         );
-        workers
+        let results: Vec<anyhow::Result<()>> = workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| bail!("a sender panicked")))
-            .collect()
+            .collect();
+        let listened = listener
+            .join()
+            .unwrap_or_else(|_| bail!("the WebSocket client panicked"));
+        (results, listened)
     });
     for r in results {
         r?;
     }
+    let on_websocket = listened?;
     let node_waited = node.run_queue_wait().saturating_sub(node_waited);
     let stamps = wait_committed(node, txs.len())?;
     let metrics = client()
@@ -558,15 +632,21 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     let http_ms = http_ms.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut http: Vec<f64> = http_ms[skip..].to_vec();
     let mut plugin = Vec::with_capacity(txs.len() - skip);
+    let mut client = Vec::with_capacity(txs.len() - skip);
     for (i, tx) in txs.iter().enumerate().skip(skip) {
+        let due_ns = start_ns + interval.as_nanos() * i as u128;
         let at = received
             .get(tx.id.as_str())
             .with_context(|| format!("the plugin never received transaction {}", tx.id))?;
-        let due_ns = start_ns + interval.as_nanos() * i as u128;
         plugin.push(at.saturating_sub(due_ns) as f64 / 1e6);
+        let at = on_websocket.get(&tx.id).with_context(|| {
+            format!("the WebSocket client never received transaction {}", tx.id)
+        })?;
+        client.push(at.saturating_sub(due_ns) as f64 / 1e6);
     }
     http.sort_by(f64::total_cmp);
     plugin.sort_by(f64::total_cmp);
+    client.sort_by(f64::total_cmp);
     let figure = |sorted: &[f64]| Figure::Latency {
         p50_ms: quantile(sorted, 0.5),
         p99_ms: quantile(sorted, 0.99),
@@ -574,6 +654,7 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     let result = Latency {
         http: figure(&http),
         plugin: figure(&plugin),
+        websocket: figure(&client),
         block_size: txs.len() as f64 / stamps.len().max(1) as f64,
         node_waited_us: node_waited.as_secs_f64() * 1e6 / txs.len() as f64,
         block_commit_ms: mean_ms(&metrics, "eventhost_block_commit_seconds", ""),
@@ -585,11 +666,13 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         senders_waited_us: senders_waited_ns.into_inner() as f64 / 1e3 / txs.len() as f64,
     };
     eprintln!(
-        "[3 commit] latency: POST → 202 p50 {:.2} ms p99 {:.2} ms; → plugin p50 {:.2} ms p99 {:.2} ms",
+        "[3 commit] latency: POST → 202 p50 {:.2} ms p99 {:.2} ms; → plugin p50 {:.2} ms p99 {:.2} ms; → WebSocket client p50 {:.2} ms p99 {:.2} ms",
         quantile(&http, 0.5),
         quantile(&http, 0.99),
         quantile(&plugin, 0.5),
-        quantile(&plugin, 0.99)
+        quantile(&plugin, 0.99),
+        quantile(&client, 0.5),
+        quantile(&client, 0.99)
     );
     Ok(result)
 }

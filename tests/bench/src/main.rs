@@ -7,8 +7,10 @@
 //! dependencies cargo would build for this crate). `--quick` runs every row
 //! for a few seconds; CI uses it to show the benchmarks still work.
 
+mod bare_ws;
 mod commit;
 mod exchange;
+mod fanout;
 mod report;
 mod sys;
 mod txs;
@@ -46,6 +48,12 @@ enum Which {
     Validation,
     /// 3: HTTP POST to BLOCK_VALID through the real node.
     Commit,
+    /// 4: WebSocket fan-out to 1,000 clients vs a bare tokio-tungstenite server.
+    Websocket,
+    /// Not a benchmark: the bare WebSocket server row 4 measures, run as a
+    /// process of its own.
+    #[value(hide = true)]
+    BareWsServer,
 }
 
 fn main() -> ExitCode {
@@ -59,20 +67,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// A benchmark: its rows, or why it could not make them.
+type Benchmark<'a> = &'a dyn Fn() -> anyhow::Result<Vec<report::Row>>;
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if cli.which == Which::BareWsServer {
+        return bare_ws::serve();
+    }
     let build = build_dir()?;
     let machine = sys::machine();
     eprintln!("machine: {machine}");
     let started = Instant::now();
     let mut rows = Vec::new();
-    if matches!(cli.which, Which::All | Which::Exchange) {
-        rows.extend(exchange::run(&build, cli.quick)?);
-    }
-    if matches!(cli.which, Which::All | Which::Validation) {
-        rows.extend(validation::run(cli.quick)?);
-    }
-    if matches!(cli.which, Which::All | Which::Commit) {
-        rows.extend(commit::run(&build, cli.quick)?);
+    // A benchmark that fails does not take the others' results with it;
+    // the run still fails at the end.
+    let mut failed = Vec::new();
+    let benchmarks: [(Which, &str, Benchmark); 4] = [
+        (Which::Exchange, "exchange", &|| {
+            exchange::run(&build, cli.quick)
+        }),
+        (Which::Validation, "validation", &|| {
+            validation::run(cli.quick)
+        }),
+        (Which::Commit, "commit", &|| commit::run(&build, cli.quick)),
+        (Which::Websocket, "websocket", &|| {
+            fanout::run(&build, cli.quick)
+        }),
+    ];
+    for (which, name, benchmark) in benchmarks {
+        if cli.which != Which::All && cli.which != which {
+            continue;
+        }
+        match benchmark() {
+            Ok(done) => rows.extend(done),
+            Err(e) => {
+                eprintln!("error: the {name} benchmark failed: {e:#}");
+                failed.push(name);
+            }
+        }
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     print!("{}", report::table(&rows));
@@ -91,6 +123,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report::json(&rows, cli.quick, machine))?;
     std::fs::write(&out, text + "\n").with_context(|| format!("write {}", out.display()))?;
     eprintln!("results written to {}", out.display());
+    if !failed.is_empty() {
+        bail!("benchmarks failed: {}", failed.join(", "));
+    }
     Ok(())
 }
 
@@ -105,6 +140,7 @@ fn build_dir() -> anyhow::Result<PathBuf> {
     for file in [
         format!("eventhost{}", std::env::consts::EXE_SUFFIX),
         eventhost::plugin_manager::library_file_name(SINK),
+        eventhost::plugin_manager::library_file_name("websocket"),
     ] {
         if !dir.join(&file).exists() {
             bail!(
@@ -134,15 +170,46 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The median of per-round rates: robust to a round disturbed by another
-/// tenant of a shared machine.
+/// The median of per-round figures (the mean of the middle two of an even
+/// number): robust to a round disturbed by another tenant of a shared machine.
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    quantile(&xs, 0.5)
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+        n => xs[n / 2],
+    }
 }
 
-/// A configuration file for the node or the in-process host, loading
-/// plugins from `build`.
+/// The address logged after `mark` (up to a `;` or a space), in the last
+/// line of `log` that has it.
+fn logged_address(log: &str, mark: &str) -> Option<String> {
+    let rest = log.rsplit(mark).next().filter(|_| log.contains(mark))?;
+    let end = rest
+        .find(|c: char| c == ';' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
+/// A WebSocket client on its own blocking socket.
+type WsClient = tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A WebSocket client of `path` on the server at `address`. The upgrade
+/// may take up to 30 s (a loaded server is slow, not broken); afterwards
+/// reads time out now and then so that a reading loop can watch a deadline.
+fn ws_connect(address: &str, path: &str) -> anyhow::Result<WsClient> {
+    let tcp = std::net::TcpStream::connect(address)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let (client, _) = tokio_tungstenite::tungstenite::client(format!("ws://{address}{path}"), tcp)
+        .map_err(|e| anyhow::anyhow!("WebSocket upgrade at {address}{path}: {e}"))?;
+    client
+        .get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
+    Ok(client)
+}
+
+/// The `plugin_dirs` line of a configuration that loads plugins from `build`.
 fn plugin_dirs_line(build: &Path) -> String {
     format!("plugin_dirs = [{:?}]", build.display().to_string())
 }

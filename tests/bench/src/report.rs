@@ -29,21 +29,36 @@ pub enum Figure {
     Rate { per_second: f64, unit: &'static str },
     /// A latency distribution, in milliseconds.
     Latency { p50_ms: f64, p99_ms: f64 },
+    /// A cost per unit of work: `amount` of `unit` per `per`.
+    Cost {
+        amount: f64,
+        unit: &'static str,
+        per: &'static str,
+    },
 }
 
 /// What the issue asks of a row.
 pub enum Target {
-    /// ours / baseline at least this.
+    /// ours / baseline at least this (rates).
     RatioAtLeast(f64),
+    /// ours / baseline at most this (costs).
+    RatioAtMost(f64),
     /// p99 below this many milliseconds.
     P99Below(f64),
+    /// p99 at most this many milliseconds.
+    P99AtMost(f64),
+    /// A cost of ours at most this much of this unit (the figure's).
+    CostAtMost(f64, &'static str),
 }
 
 impl Row {
-    /// ours / baseline, for rates.
+    /// ours / baseline, for rates and costs.
     pub fn ratio(&self) -> Option<f64> {
         match (self.ours, self.baseline?) {
-            (Figure::Rate { per_second: a, .. }, Figure::Rate { per_second: b, .. }) if b > 0.0 => {
+            (Figure::Rate { per_second: a, .. }, Figure::Rate { per_second: b, .. })
+            | (Figure::Cost { amount: a, .. }, Figure::Cost { amount: b, .. })
+                if b > 0.0 =>
+            {
                 Some(a / b)
             }
             _ => None,
@@ -51,11 +66,18 @@ impl Row {
     }
 
     pub fn met(&self) -> Option<bool> {
+        let p99 = match self.ours {
+            Figure::Latency { p99_ms, .. } => Some(p99_ms),
+            _ => None,
+        };
         match self.target.as_ref()? {
             Target::RatioAtLeast(min) => self.ratio().map(|r| r >= *min),
-            Target::P99Below(max) => match self.ours {
-                Figure::Latency { p99_ms, .. } => Some(p99_ms < *max),
-                Figure::Rate { .. } => None,
+            Target::RatioAtMost(max) => self.ratio().map(|r| r <= *max),
+            Target::P99Below(max) => p99.map(|p| p < *max),
+            Target::P99AtMost(max) => p99.map(|p| p <= *max),
+            Target::CostAtMost(max, _) => match self.ours {
+                Figure::Cost { amount, .. } => Some(amount <= *max),
+                _ => None,
             },
         }
     }
@@ -83,6 +105,7 @@ impl Figure {
             Figure::Latency { p50_ms, p99_ms } => {
                 format!("p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms")
             }
+            Figure::Cost { amount, unit, per } => format!("{amount:.2} {unit}/{per}"),
         }
     }
 
@@ -90,6 +113,9 @@ impl Figure {
         match *self {
             Figure::Rate { per_second, unit } => json!({"per_second": per_second, "unit": unit}),
             Figure::Latency { p50_ms, p99_ms } => json!({"p50_ms": p50_ms, "p99_ms": p99_ms}),
+            Figure::Cost { amount, unit, per } => {
+                json!({"amount": amount, "unit": unit, "per": per})
+            }
         }
     }
 }
@@ -98,7 +124,10 @@ impl Target {
     fn text(&self) -> String {
         match self {
             Target::RatioAtLeast(min) => format!("ratio ≥ {min}"),
+            Target::RatioAtMost(max) => format!("ratio ≤ {max}"),
             Target::P99Below(max) => format!("p99 < {max} ms"),
+            Target::P99AtMost(max) => format!("p99 ≤ {max} ms"),
+            Target::CostAtMost(max, unit) => format!("≤ {max} {unit}"),
         }
     }
 }
