@@ -3,7 +3,7 @@
 //!
 //! Three things run side by side: the reader drains whatever the client
 //! sends (messages are ignored, pongs prove it is alive), the writer sends
-//! what a resuming client missed from the log, then the client's queue, and
+//! what a resuming client missed from the log, then the live batches, and
 //! the keep-alive pings, and the first of them to
 //! end, or word that the client fell behind, or an unanswered ping, ends
 //! the connection.
@@ -15,7 +15,6 @@ use eventhost_plugin_api::Context;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Interval;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -25,13 +24,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
-use crate::hub::{Hub, Queued};
+use crate::hub::{Batch, Hub, Live, LiveEnd};
 use crate::keepalive::Keepalive;
-use crate::messages::Text;
 use crate::resume::Replay;
 
 /// Messages written before a flush: flushing per message costs far more
-/// CPU, and flushing at least this often keeps pings going out under load.
+/// CPU, and flushing at least this often keeps pings going out under load
+/// and bounds how long a client's task holds its worker.
 const MAX_BATCH: usize = 512;
 
 type Socket = WebSocketStream<TcpStream>;
@@ -45,7 +44,7 @@ enum End {
     TooBig,
     /// The client broke the protocol (bad frame, bad UTF-8…).
     Invalid(CloseCode, String),
-    /// The plugin is stopping; the client received everything queued for it.
+    /// The plugin is stopping; the client received everything published.
     ShuttingDown,
     /// The event log could not be read for a resuming client.
     LogUnreadable(String),
@@ -97,9 +96,9 @@ pub async fn serve(
         Ok(()) = &mut subscription.too_slow => End::TooSlow,
         () = keepalive.expired() => End::NoPong,
         end = read(&mut incoming, &keepalive) => end,
-        end = write(&mut sink, &mut subscription.queue, replay, &keepalive) => end,
+        end = write(&mut sink, &mut subscription.live, replay, &keepalive) => end,
     };
-    // A queue that ended may have ended because the client was dropped.
+    // The plugin may have stopped just after dropping the client as too slow.
     let end = match end {
         End::ShuttingDown if subscription.too_slow.try_recv().is_ok() => End::TooSlow,
         end => end,
@@ -142,42 +141,54 @@ async fn read(incoming: &mut SplitStream<Socket>, keepalive: &Keepalive) -> End 
     End::Gone
 }
 
-/// Sends what a resuming client missed, then the client's queue, in
-/// order, and the keep-alive pings.
+/// Sends what a resuming client missed, then the live batches, in order,
+/// and the keep-alive pings.
 async fn write(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Queued>,
+    live: &mut Live,
     replay: Option<Replay>,
     keepalive: &Keepalive,
 ) -> End {
     let mut pings = keepalive.pings();
-    // Live messages of events before this one were sent from the log.
+    // Live batches of events before this one were sent from the log.
     let mut live_from = 0;
     if let Some(mut replay) = replay {
-        let first_live = match send_replay(sink, queue, &mut replay, &mut pings).await {
+        let first_live = match send_replay(sink, live, &mut replay, &mut pings).await {
             Ok(first_live) => first_live,
             Err(end) => return end,
         };
         live_from = replay.live_from();
-        if let Some((seq, text)) = first_live.filter(|(seq, _)| *seq >= live_from) {
-            debug_assert_eq!(seq, live_from);
-            if send_batch(sink, queue, text, live_from).await.is_err() {
-                return End::Gone;
+        if let Some(batch) = first_live.filter(|batch| batch.seq >= live_from) {
+            debug_assert_eq!(batch.seq, live_from);
+            if let Err(end) = send_live(sink, live, batch, live_from).await {
+                return end;
             }
         }
     }
     loop {
         let sent = tokio::select! {
             biased;
-            () = next_ping(&mut pings) => sink.send(Message::Ping(Default::default())).await,
-            first = queue.recv() => match first {
-                Some((seq, _)) if seq < live_from => Ok(()),
-                Some((_, text)) => send_batch(sink, queue, text, live_from).await,
-                None => return End::ShuttingDown,
+            () = next_ping(&mut pings) => sink
+                .send(Message::Ping(Default::default()))
+                .await
+                .map_err(|_| End::Gone),
+            next = live.recv() => match next {
+                Ok(batch) if batch.seq < live_from => Ok(()),
+                Ok(batch) => send_live(sink, live, batch, live_from).await,
+                Err(end) => return end.into(),
             },
         };
-        if sent.is_err() {
-            return End::Gone;
+        if let Err(end) = sent {
+            return end;
+        }
+    }
+}
+
+impl From<LiveEnd> for End {
+    fn from(end: LiveEnd) -> End {
+        match end {
+            LiveEnd::Closed => End::ShuttingDown,
+            LiveEnd::TooSlow => End::TooSlow,
         }
     }
 }
@@ -192,27 +203,27 @@ async fn next_ping(pings: &mut Option<Interval>) {
     }
 }
 
-/// Sends the log's events up to the first live message queued, a batch at
-/// a time, pinging when a ping is due. Returns that first live message, if
-/// one was queued by then.
+/// Sends the log's events up to the first live batch published, a log
+/// batch at a time, pinging when a ping is due. Returns that first live
+/// batch, if one was published by then.
 async fn send_replay(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Queued>,
+    live: &mut Live,
     replay: &mut Replay,
     pings: &mut Option<Interval>,
-) -> Result<Option<Queued>, End> {
+) -> Result<Option<Arc<Batch>>, End> {
     let mut first_live = None;
     loop {
         if first_live.is_none() {
-            first_live = queue.try_recv().ok();
+            first_live = live.try_recv()?;
         }
-        let until = first_live.as_ref().map(|(seq, _)| *seq);
-        let Some(batch) = replay.next_batch(until).await.map_err(End::LogUnreadable)? else {
+        let until = first_live.as_ref().map(|batch| batch.seq);
+        let Some(texts) = replay.next_batch(until).await.map_err(End::LogUnreadable)? else {
             return Ok(first_live);
         };
         let mut sent = Ok(());
-        for (_, text) in batch {
-            sent = sink.feed(Message::Text((*text).clone())).await;
+        for text in texts {
+            sent = sink.feed(Message::Text(text)).await;
             if sent.is_err() {
                 break;
             }
@@ -224,23 +235,35 @@ async fn send_replay(
     }
 }
 
-/// Writes `first` and whatever else is queued (but messages of events
-/// before `live_from`, sent from the log already), then flushes once.
-async fn send_batch(
+/// Writes `first` and whatever else was published since (but batches of
+/// events before `live_from`, sent from the log already), up to about
+/// [`MAX_BATCH`] messages, then flushes once.
+async fn send_live(
     sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Queued>,
-    first: Text,
+    live: &mut Live,
+    first: Arc<Batch>,
     live_from: u64,
-) -> Result<(), WsError> {
-    sink.feed(Message::Text((*first).clone())).await?;
-    for _ in 1..MAX_BATCH {
-        match queue.try_recv() {
-            Ok((seq, _)) if seq < live_from => {}
-            Ok((_, text)) => sink.feed(Message::Text((*text).clone())).await?,
-            Err(_) => break,
+) -> Result<(), End> {
+    let mut batch = first;
+    let mut fed = 0;
+    loop {
+        if batch.seq >= live_from {
+            for text in batch.texts(&live.filter) {
+                sink.feed(Message::Text(text.clone()))
+                    .await
+                    .map_err(|_| End::Gone)?;
+                fed += 1;
+            }
+        }
+        if fed >= MAX_BATCH {
+            break;
+        }
+        match live.try_recv()? {
+            Some(next) => batch = next,
+            None => break,
         }
     }
-    sink.flush().await
+    sink.flush().await.map_err(|_| End::Gone)
 }
 
 fn close_frame(end: &End, hub: &Hub, keepalive: &Keepalive, config: &Config) -> Option<CloseFrame> {

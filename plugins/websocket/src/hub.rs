@@ -1,95 +1,147 @@
 //! The connected clients, and how each event's messages reach them.
 //!
-//! Every client has a bounded queue of its own. Publishing offers each
-//! message to each client's queue without ever waiting: a client whose
-//! queue is full has fallen further behind than it may, so it is dropped
-//! from the hub and told why, and nobody else notices. Publishing therefore
-//! costs one queue push per interested client, and the memory held for a
-//! client is at most its queue of shared messages.
+//! Each stream has one ring of batches (a `tokio::sync::broadcast`
+//! channel), a batch being one event's messages for that stream, and every
+//! client of the stream reads the ring with a cursor of its own. Publishing
+//! an event therefore costs one push per stream, whatever the number of
+//! clients, and a message is held once however many clients have yet to
+//! send it: the ring lets go of a batch when the last client has taken it.
 //!
-//! Each queued message carries the sequence number of the event it came
-//! from, so that a client resuming from the event log can tell where the
-//! log ends and the live messages begin (see [`crate::resume`]).
+//! A client may fall behind the stream by at most `client_queue_capacity`
+//! messages (counted before its filter, since that is what the ring holds
+//! for it). After each publish the hub compares every client's progress
+//! with the stream's: one that is too far behind is dropped from the hub
+//! and told why, and nobody else notices.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use eventhost_plugin_api::Event;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::filter::Filter;
 use crate::messages::{self, Outgoing, Text};
-
-/// A queued message and the sequence number of its event.
-pub type Queued = (u64, Text);
 use crate::stream::Stream;
 
 pub struct Hub {
-    clients: Mutex<Clients>,
+    state: Mutex<State>,
     queue_capacity: usize,
     max_clients: usize,
     too_slow: AtomicU64,
 }
 
 #[derive(Default)]
-struct Clients {
+struct State {
     next_id: u64,
-    /// Per stream (by [`Stream::index`]), its clients by id.
-    by_stream: [HashMap<u64, Client>; Stream::ALL.len()],
+    /// Per stream, by [`Stream::index`].
+    channels: [Channel; Stream::ALL.len()],
     closed: bool,
 }
 
-impl Clients {
+impl State {
     fn count(&self) -> usize {
-        self.by_stream.iter().map(HashMap::len).sum()
+        self.channels.iter().map(|c| c.clients.len()).sum()
+    }
+}
+
+/// One stream's ring and clients.
+#[derive(Default)]
+struct Channel {
+    /// Made when the first client joins: an unused stream costs nothing.
+    ring: Option<broadcast::Sender<Arc<Batch>>>,
+    /// Messages published on the stream so far.
+    published: u64,
+    clients: HashMap<u64, Client>,
+}
+
+/// One event's messages on one stream, shared by all its clients.
+pub struct Batch {
+    /// The event's sequence number: a resuming client uses it to tell
+    /// where the log ends and the live messages begin (see [`crate::resume`]).
+    pub seq: u64,
+    messages: Vec<Outgoing>,
+    /// The stream's message count up to and including this batch.
+    end: u64,
+}
+
+impl Batch {
+    /// The batch's messages that pass `filter`, in order.
+    pub fn texts<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = &'a Text> {
+        self.messages
+            .iter()
+            .filter(|m| m.tx.as_ref().is_none_or(|tx| filter.matches(tx)))
+            .map(|m| &m.text)
     }
 }
 
 /// The hub's side of one client.
 struct Client {
-    filter: Filter,
-    queue: mpsc::Sender<Queued>,
+    /// The `end` of the last batch the client took off the ring.
+    taken: Arc<AtomicU64>,
     too_slow: Option<oneshot::Sender<()>>,
 }
 
-impl Client {
-    /// Queues the message if the client wants it. Returns false if the
-    /// client must leave the hub: it fell behind, or it is gone.
-    fn offer(&mut self, seq: u64, message: &Outgoing, too_slow: &AtomicU64) -> bool {
-        if !message.tx.as_ref().is_none_or(|tx| self.filter.matches(tx)) {
-            return true;
-        }
-        match self.queue.try_send((seq, message.text.clone())) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                too_slow.fetch_add(1, Ordering::Relaxed);
-                if let Some(tell) = self.too_slow.take() {
-                    let _ = tell.send(());
-                }
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
-/// A client's membership: its queue, and word if it is dropped for being
-/// too slow. Dropping it leaves the hub.
+/// A client's membership: its cursor on the ring, and word if it is
+/// dropped for being too slow. Dropping it leaves the hub.
 pub struct Subscription {
     hub: Arc<Hub>,
     stream: Stream,
     id: u64,
-    /// The client's messages; ends once the hub closes and the queue is drained.
-    pub queue: mpsc::Receiver<Queued>,
-    /// Completes with `Ok` if the client fell behind by more than a full queue.
+    /// The client's messages; ends once the hub closes and they are taken.
+    pub live: Live,
+    /// Completes with `Ok` if the client fell too far behind.
     pub too_slow: oneshot::Receiver<()>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.lock().by_stream[self.stream.index()].remove(&self.id);
+        self.hub.lock().channels[self.stream.index()]
+            .clients
+            .remove(&self.id);
+    }
+}
+
+/// A client's cursor on its stream's ring.
+pub struct Live {
+    ring: broadcast::Receiver<Arc<Batch>>,
+    taken: Arc<AtomicU64>,
+    pub filter: Filter,
+}
+
+/// Why a client gets no more live batches.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LiveEnd {
+    /// The plugin is stopping, and the client took everything published.
+    Closed,
+    /// The ring dropped batches the client had not taken.
+    TooSlow,
+}
+
+impl Live {
+    /// Waits for the next batch.
+    pub async fn recv(&mut self) -> Result<Arc<Batch>, LiveEnd> {
+        match self.ring.recv().await {
+            Ok(batch) => Ok(self.took(batch)),
+            Err(RecvError::Closed) => Err(LiveEnd::Closed),
+            Err(RecvError::Lagged(_)) => Err(LiveEnd::TooSlow),
+        }
+    }
+
+    /// The next batch if one is published; `Ok(None)` if none is yet.
+    pub fn try_recv(&mut self) -> Result<Option<Arc<Batch>>, LiveEnd> {
+        match self.ring.try_recv() {
+            Ok(batch) => Ok(Some(self.took(batch))),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Closed) => Err(LiveEnd::Closed),
+            Err(TryRecvError::Lagged(_)) => Err(LiveEnd::TooSlow),
+        }
+    }
+
+    fn took(&self, batch: Arc<Batch>) -> Arc<Batch> {
+        self.taken.store(batch.end, Ordering::Relaxed);
+        batch
     }
 }
 
@@ -105,15 +157,15 @@ pub enum Refusal {
 impl Hub {
     pub fn new(queue_capacity: usize, max_clients: usize) -> Hub {
         Hub {
-            clients: Mutex::default(),
+            state: Mutex::default(),
             queue_capacity,
             max_clients,
             too_slow: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Clients> {
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The messages a client may fall behind by before it is dropped.
@@ -133,22 +185,30 @@ impl Hub {
         stream: Stream,
         filter: Filter,
     ) -> Result<Subscription, Refusal> {
-        let mut clients = self.lock();
-        if clients.closed {
+        let mut state = self.lock();
+        if state.closed {
             return Err(Refusal::Closed);
         }
-        if clients.count() >= self.max_clients {
+        if state.count() >= self.max_clients {
             return Err(Refusal::Full(self.max_clients));
         }
-        let id = clients.next_id;
-        clients.next_id += 1;
-        let (queue_in, queue) = mpsc::channel(self.queue_capacity);
+        let id = state.next_id;
+        state.next_id += 1;
+        let channel = &mut state.channels[stream.index()];
+        // Every batch holds a message, so a client within its message
+        // allowance is within this many batches, plus the one published
+        // before the hub checks: the ring never drops what a client that
+        // is still in the hub has yet to take.
+        let ring = channel
+            .ring
+            .get_or_insert_with(|| broadcast::channel(self.queue_capacity + 1).0)
+            .subscribe();
+        let taken = Arc::new(AtomicU64::new(channel.published));
         let (too_slow_in, too_slow) = oneshot::channel();
-        clients.by_stream[stream.index()].insert(
+        channel.clients.insert(
             id,
             Client {
-                filter,
-                queue: queue_in,
+                taken: taken.clone(),
                 too_slow: Some(too_slow_in),
             },
         );
@@ -156,36 +216,64 @@ impl Hub {
             hub: self.clone(),
             stream,
             id,
-            queue,
+            live: Live {
+                ring,
+                taken,
+                filter,
+            },
             too_slow,
         })
     }
 
-    /// Hands the event's messages to every client that wants them, without
-    /// waiting for any. Returns why transactions were left out, for the log.
+    /// Hands the event's messages to every stream with clients, without
+    /// waiting for any, and drops the clients that fell too far behind.
+    /// Returns why transactions were left out, for the log.
     pub fn publish(&self, event: &Event) -> Vec<String> {
         let listened: [bool; Stream::ALL.len()] = {
-            let clients = self.lock();
-            std::array::from_fn(|i| !clients.by_stream[i].is_empty())
+            let state = self.lock();
+            std::array::from_fn(|i| !state.channels[i].clients.is_empty())
         };
         // Render outside the lock, so that clients can join meanwhile; one
         // that joins a stream nobody listened to starts with the next event.
         let rendered = messages::render(event, |stream| listened[stream.index()]);
-        let mut clients = self.lock();
-        for (stream, messages) in &rendered.streams {
-            let stream_clients = &mut clients.by_stream[stream.index()];
-            for message in messages {
-                stream_clients.retain(|_, client| client.offer(event.seq, message, &self.too_slow));
-            }
+        let mut state = self.lock();
+        for (stream, messages) in rendered.streams {
+            let channel = &mut state.channels[stream.index()];
+            let Some(ring) = channel.ring.as_ref().filter(|_| !messages.is_empty()) else {
+                continue;
+            };
+            channel.published += messages.len() as u64;
+            // No receiver is no error: the last client just left.
+            let _ = ring.send(Arc::new(Batch {
+                seq: event.seq,
+                messages,
+                end: channel.published,
+            }));
+            let (published, capacity) = (channel.published, self.queue_capacity as u64);
+            channel.clients.retain(|_, client| {
+                let behind = published - client.taken.load(Ordering::Relaxed);
+                if behind <= capacity {
+                    return true;
+                }
+                self.too_slow.fetch_add(1, Ordering::Relaxed);
+                if let Some(tell) = client.too_slow.take() {
+                    let _ = tell.send(());
+                }
+                false
+            });
         }
         rendered.skipped
     }
 
-    /// Lets every client drain its queue and refuses new ones: the plugin is stopping.
+    /// Lets every client take what was published and refuses new ones:
+    /// the plugin is stopping.
     pub fn close(&self) {
-        let mut clients = self.lock();
-        clients.closed = true;
-        clients.by_stream.iter_mut().for_each(HashMap::clear);
+        let mut state = self.lock();
+        state.closed = true;
+        for channel in &mut state.channels {
+            channel.ring = None;
+            channel.clients.clear();
+        }
     }
 }
 
@@ -210,13 +298,16 @@ mod tests {
     }
 
     fn received(sub: &mut Subscription) -> Vec<String> {
-        std::iter::from_fn(|| sub.queue.try_recv().ok())
-            .map(|(_, m)| m.as_str().to_owned())
-            .collect()
+        let mut texts = Vec::new();
+        while let Ok(Some(batch)) = sub.live.try_recv() {
+            let filter = sub.live.filter.clone();
+            texts.extend(batch.texts(&filter).map(|t| t.as_str().to_owned()));
+        }
+        texts
     }
 
     #[test]
-    fn every_client_gets_the_same_shared_message() {
+    fn every_client_gets_the_same_shared_batch() {
         let hub = Arc::new(Hub::new(10, 10));
         let mut a = hub
             .subscribe(Stream::ValidBlocks, Filter::default())
@@ -225,26 +316,54 @@ mod tests {
             .subscribe(Stream::ValidBlocks, Filter::default())
             .unwrap();
         hub.publish(&block(1, &["t1"]));
-        let ((sa, ma), (sb, mb)) = (a.queue.try_recv().unwrap(), b.queue.try_recv().unwrap());
-        assert!(Arc::ptr_eq(&ma, &mb));
-        assert_eq!((sa, sb), (1, 1));
+        let (ba, bb) = (
+            a.live.try_recv().unwrap().unwrap(),
+            b.live.try_recv().unwrap().unwrap(),
+        );
+        assert!(Arc::ptr_eq(&ba, &bb));
+        assert_eq!((ba.seq, ba.end), (1, 1));
+    }
+
+    #[test]
+    fn filters_apply_per_client() {
+        let hub = Arc::new(Hub::new(10, 10));
+        let creates = Filter::parse(Stream::ValidTx, "operation=CREATE").unwrap();
+        let transfers = Filter::parse(Stream::ValidTx, "operation=TRANSFER").unwrap();
+        let mut a = hub.subscribe(Stream::ValidTx, creates).unwrap();
+        let mut b = hub.subscribe(Stream::ValidTx, transfers).unwrap();
+        hub.publish(&block(1, &["t1", "t2"]));
+        assert_eq!(received(&mut a).len(), 2);
+        assert!(received(&mut b).is_empty());
     }
 
     #[test]
     fn a_client_that_falls_behind_is_dropped_and_told() {
         let hub = Arc::new(Hub::new(3, 10));
-        let mut slow = hub.subscribe(Stream::ValidTx, Filter::default()).unwrap();
+        let slow = hub.subscribe(Stream::ValidTx, Filter::default()).unwrap();
         let mut fast = hub.subscribe(Stream::ValidTx, Filter::default()).unwrap();
         hub.publish(&block(1, &["t1", "t2"]));
         assert_eq!(received(&mut fast).len(), 2);
-        hub.publish(&block(2, &["t3", "t4"]));
+        hub.publish(&block(2, &["t3"]));
+        let mut slow = slow;
+        assert!(slow.too_slow.try_recv().is_err(), "3 behind is allowed");
+        hub.publish(&block(3, &["t4"]));
         assert_eq!(received(&mut fast).len(), 2);
         assert_eq!(slow.too_slow.try_recv(), Ok(()));
         assert_eq!(hub.too_slow_count(), 1);
-        // It keeps what was queued, and gets nothing more.
-        hub.publish(&block(3, &["t5"]));
-        assert_eq!(received(&mut slow).len(), 3);
+        hub.publish(&block(4, &["t5"]));
         assert_eq!(received(&mut fast).len(), 1);
+        assert_eq!(hub.too_slow_count(), 1, "told once");
+    }
+
+    #[test]
+    fn a_client_keeping_up_is_never_dropped() {
+        let hub = Arc::new(Hub::new(2, 10));
+        let mut sub = hub.subscribe(Stream::ValidTx, Filter::default()).unwrap();
+        for height in 1..=100 {
+            hub.publish(&block(height, &["a", "b"]));
+            assert_eq!(received(&mut sub).len(), 2);
+        }
+        assert!(sub.too_slow.try_recv().is_err());
     }
 
     #[test]
@@ -262,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn closing_lets_queues_drain_and_refuses_newcomers() {
+    fn closing_lets_clients_take_what_was_published_and_refuses_newcomers() {
         let hub = Arc::new(Hub::new(3, 10));
         let mut a = hub
             .subscribe(Stream::ValidTransactions, Filter::default())
@@ -270,7 +389,7 @@ mod tests {
         hub.publish(&block(1, &["t1"]));
         hub.close();
         assert_eq!(received(&mut a).len(), 1);
-        assert!(a.queue.is_closed());
+        assert_eq!(a.live.try_recv().err(), Some(LiveEnd::Closed));
         assert!(a.too_slow.try_recv().is_err());
         assert_eq!(
             hub.subscribe(Stream::ValidTx, Filter::default()).err(),

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The plugin's own thread receives the events and hands their messages to
-//! the clients' queues (see [`hub`]), never waiting for a client; a tokio
+//! the clients (see [`hub`]), never waiting for a client; a tokio
 //! runtime the plugin starts for itself serves the connections. Nothing
 //! async crosses the plugin boundary.
 
@@ -100,7 +100,7 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         }
     }
 
-    // The host is stopping: clients get what is queued for them and a
+    // The host is stopping: clients get what was published and a
     // close frame, within close_timeout_ms.
     hub.close();
     let _ = stop.send(());

@@ -1,8 +1,7 @@
 //! The JSON messages each stream sends for an event.
 //!
 //! Each message is serialized once, into a reference-counted buffer that
-//! every client's queue shares: fanning a message out costs one pointer
-//! copy per client, whatever the number of clients.
+//! every client shares: sending it to a client costs a reference count.
 
 use std::sync::Arc;
 
@@ -14,9 +13,8 @@ use crate::state_delta;
 use crate::stream::Stream;
 use crate::transaction::TxFacts;
 
-/// A serialized message. Behind an `Arc` so that it takes 8 bytes in each
-/// client's queue rather than 32: a client's queue may hold thousands.
-pub type Text = Arc<Utf8Bytes>;
+/// A serialized message.
+pub type Text = Utf8Bytes;
 
 /// One message, ready for any number of clients.
 #[derive(Clone)]
@@ -174,7 +172,7 @@ fn block_message(message: &impl Serialize) -> Outgoing {
 
 fn to_text(message: &impl Serialize) -> Text {
     // Strings, integers and lists of them always serialize.
-    Arc::new(serde_json::to_string(message).unwrap_or_default().into())
+    serde_json::to_string(message).unwrap_or_default().into()
 }
 
 #[cfg(test)]

@@ -1,29 +1,28 @@
 //! Resuming a stream from the host's durable event log:
 //! `?last_seen_event=<block hash or height>`.
 //!
-//! A resuming client joins the hub first, so that live messages queue up
-//! for it from then on, each tagged with its event's sequence number. It is
+//! A resuming client joins the hub first, so that live batches wait for
+//! it from then on, each tagged with its event's sequence number. It is
 //! then sent the events after the one it names, read from the log a batch
-//! at a time, up to the first live message queued for it (or the end of the
-//! log, if none is queued yet); live messages of events it was sent from
-//! the log are dropped. Every event that was written to the log before the
+//! at a time, up to the first live batch published for it (or the end of
+//! the log, if none is yet); live batches of events it was sent from the
+//! log are skipped. Every event that was written to the log before the
 //! client joined is in the log by the time it is read, and every later one
 //! reaches its queue: so nothing is missed at the seam, and nothing is sent
 //! twice.
 //!
 //! Replay holds one batch in memory at a time, and its pace is the client's:
 //! the next batch is read once the last one was written to the socket.
-//! Meanwhile the client's live queue fills by the usual rules, so a client
-//! that cannot catch up within `client_queue_capacity` messages is closed
-//! as too slow, like any other.
+//! Meanwhile the client falls behind the live stream by the usual rules, so
+//! a client that cannot catch up within `client_queue_capacity` messages is
+//! closed as too slow, like any other.
 
 use std::sync::Arc;
 
 use eventhost_plugin_api::Context;
 
 use crate::filter::{Filter, shorten};
-use crate::hub::Queued;
-use crate::messages;
+use crate::messages::{self, Text};
 use crate::stream::Stream;
 
 /// The query parameter a resuming client names its last event with.
@@ -87,7 +86,7 @@ impl Replay {
     /// The messages of the next batch of events before `until` (the first
     /// live message's event), or `None` once there are no more. The batch
     /// may be empty when none of its events has a message for the client.
-    pub async fn next_batch(&mut self, until: Option<u64>) -> Result<Option<Vec<Queued>>, String> {
+    pub async fn next_batch(&mut self, until: Option<u64>) -> Result<Option<Vec<Text>>, String> {
         if until.is_some_and(|until| self.next >= until) {
             return Ok(None);
         }
@@ -111,7 +110,7 @@ impl Replay {
                 messages.extend(
                     matching
                         .filter(|m| m.tx.as_ref().is_none_or(|tx| filter.matches(tx)))
-                        .map(|m| (event.seq, m.text)),
+                        .map(|m| m.text),
                 );
                 next = event.seq + 1;
             }
