@@ -56,10 +56,13 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
             return Err(reason);
         }
     };
-    let tls = match config.tls().map(|(cert, key)| tls::acceptor(cert, key)) {
-        None => None,
-        Some(Ok(acceptor)) => Some(acceptor),
-        Some(Err(reason)) => {
+    let tls = match config
+        .tls()
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()
+    {
+        Ok(tls) => tls,
+        Err(reason) => {
             ctx.failed(&reason);
             return Err(reason);
         }
