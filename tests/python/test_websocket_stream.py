@@ -74,3 +74,43 @@ def test_an_unknown_stream_is_refused_at_the_upgrade(eventhost):
         assert response.body.decode().startswith("no stream at /api/v1/streams/everything;")
 
     asyncio.run(scenario())
+
+
+def test_wss_with_the_readmes_self_signed_certificate(eventhost, tmp_path):
+    """The README's openssl command makes the certificate; a client
+    trusting it gets the stream over wss://, a ws:// client gets none."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from conftest import REPO
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "365", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext", "basicConstraints=critical,CA:FALSE",
+            "-keyout", "key.pem", "-out", "cert.pem",
+        ],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    host = eventhost(PLUGIN + 'tls_cert = "cert.pem"\ntls_key = "key.pem"\n', args=("replay", "-"))
+    line = host.wait_for_log("plugin advertises streams = ")
+    url = line.split("plugin advertises streams = ", 1)[1].split()[0]
+    assert url.startswith("wss://localhost:") and url.endswith("/api/v1/streams/valid_transactions")
+    trusting = ssl.create_default_context(cafile=tmp_path / "cert.pem")
+    first_block = (REPO / "tests/fixtures/stream_blocks.jsonl").read_text().splitlines()[0]
+
+    async def scenario():
+        with pytest.raises(websockets.InvalidMessage):
+            await websockets.connect("ws://" + url.removeprefix("wss://"), open_timeout=HANG_GUARD)
+        async with websockets.connect(url, ssl=trusting, open_timeout=HANG_GUARD) as stream:
+            host.feed(first_block)
+            message = json.loads(await asyncio.wait_for(stream.recv(), HANG_GUARD))
+            assert message["transaction_id"] == json.loads(first_block)["transactions"][0]["id"]
+
+    asyncio.run(scenario())
+    assert host.stop() == 0

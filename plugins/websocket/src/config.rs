@@ -4,7 +4,7 @@
 //! `127.0.0.1:9985` the way BigchainDB and Planetmint do. Unknown keys are
 //! errors: a misspelt limit must not silently fall back to its default.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port (logged and advertised).
     pub bind: String,
-    /// Base URL the streams are advertised under; default `ws://localhost:<port>`.
+    /// Base URL the streams are advertised under; default `ws://localhost:<port>`
+    /// (`wss://` with TLS).
     pub advertised_url: Option<String>,
     /// Messages a client may fall behind before it is closed as too slow.
     pub client_queue_capacity: usize,
@@ -42,6 +43,10 @@ pub struct Config {
     pub tokens: Vec<String>,
     /// A file of more tokens, one per line, so that secrets stay out of config.toml.
     pub tokens_file: Option<PathBuf>,
+    /// PEM certificate chain (the server's first) and private key: with
+    /// both, the port speaks TLS only (wss://); see `tls`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// The scabbard state-delta stream is at `/scabbard/{circuit_id}/{service_id}/ws/subscribe`.
     pub circuit_id: String,
     pub service_id: String,
@@ -63,6 +68,8 @@ impl Default for Config {
             max_clients: 10_000,
             tokens: Vec::new(),
             tokens_file: None,
+            tls_cert: None,
+            tls_key: None,
             circuit_id: "eventhost".into(),
             service_id: "ledger".into(),
         }
@@ -108,6 +115,15 @@ impl Config {
                 ));
             }
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err("tls_cert is set but tls_key is not: TLS needs both".into());
+            }
+            (None, Some(_)) => {
+                return Err("tls_key is set but tls_cert is not: TLS needs both".into());
+            }
+            _ => {}
+        }
         if let Some(url) = &self.advertised_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                 return Err(format!(
@@ -122,8 +138,14 @@ impl Config {
     pub fn base_url(&self, bound_port: u16) -> String {
         match &self.advertised_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls().is_some() => format!("wss://localhost:{bound_port}"),
             None => format!("ws://localhost:{bound_port}"),
         }
+    }
+
+    /// The certificate and key files, if TLS is on (after [`Config::validate`]).
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     /// Per-connection buffers. tungstenite's defaults zero-fill a 128 KiB
@@ -198,6 +220,18 @@ mod tests {
                 .contains("advertised_url")
         );
         assert!(
+            parse(r#"{"tls_cert":"cert.pem"}"#)
+                .err()
+                .unwrap()
+                .starts_with("tls_cert is set but tls_key is not")
+        );
+        assert!(
+            parse(r#"{"tls_key":"key.pem"}"#)
+                .err()
+                .unwrap()
+                .starts_with("tls_key is set but tls_cert is not")
+        );
+        assert!(
             parse(r#"{"max_message_bytes":10}"#)
                 .err()
                 .unwrap()
@@ -209,5 +243,16 @@ mod tests {
     fn an_advertised_url_is_used_as_given() {
         let config = parse(r#"{"advertised_url":"wss://node.example/"}"#).unwrap();
         assert_eq!(config.base_url(1), "wss://node.example");
+        let config =
+            parse(r#"{"advertised_url":"wss://node.example:443","tls_cert":"c","tls_key":"k"}"#)
+                .unwrap();
+        assert_eq!(config.base_url(1), "wss://node.example:443");
+    }
+
+    #[test]
+    fn tls_advertises_wss() {
+        let config = parse(r#"{"tls_cert":"c.pem","tls_key":"k.pem"}"#).unwrap();
+        assert_eq!(config.base_url(9985), "wss://localhost:9985");
+        assert_eq!(config.tls(), Some((Path::new("c.pem"), Path::new("k.pem"))));
     }
 }

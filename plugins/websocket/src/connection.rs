@@ -16,6 +16,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::Interval;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -27,13 +28,14 @@ use crate::handshake::{self, Upgraded};
 use crate::hub::{Batch, Hub, Live, LiveEnd};
 use crate::keepalive::Keepalive;
 use crate::resume::Replay;
+use crate::tls::{self, ClientStream};
 
 /// Messages written before a flush: flushing per message costs far more
 /// CPU, and flushing at least this often keeps pings going out under load
 /// and bounds how long a client's task holds its worker.
 const MAX_BATCH: usize = 512;
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<ClientStream>;
 
 /// Why a connection ended.
 enum End {
@@ -57,17 +59,16 @@ pub async fn serve(
     hub: Arc<Hub>,
     config: Arc<Config>,
     tokens: Option<Arc<Tokens>>,
+    tls: Option<TlsAcceptor>,
     ctx: Arc<Context>,
 ) {
     // Boxed, so that the handshake's state is freed once it is done rather
     // than sizing every connection's task for it (~700 bytes per client).
-    let upgrade = Box::pin(handshake::accept(
-        tcp,
-        &hub,
-        tokens.as_deref(),
-        &ctx,
-        &config,
-    ));
+    // The TLS handshake is part of it, and so under the same timeout.
+    let upgrade = Box::pin(async {
+        let io = tls::open(tcp, tls.as_ref()).await?;
+        handshake::accept(io, &hub, tokens.as_deref(), &ctx, &config).await
+    });
     let Upgraded {
         socket,
         stream,

@@ -25,6 +25,7 @@ mod resume;
 mod server;
 mod state_delta;
 mod stream;
+mod tls;
 mod transaction;
 
 use std::sync::Arc;
@@ -50,6 +51,17 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         .map_err(|e| format!("invalid config for plugin `{}`: {e}", ctx.name()))?;
     let tokens = match auth::Tokens::load(&config.tokens, config.tokens_file.as_deref()) {
         Ok(tokens) => tokens.map(Arc::new),
+        Err(reason) => {
+            ctx.failed(&reason);
+            return Err(reason);
+        }
+    };
+    let tls = match config
+        .tls()
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()
+    {
+        Ok(tls) => tls,
         Err(reason) => {
             ctx.failed(&reason);
             return Err(reason);
@@ -89,6 +101,7 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         hub.clone(),
         Arc::new(config),
         tokens,
+        tls,
         ctx.clone(),
         stopped,
     ));

@@ -9,6 +9,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tokens;
 use crate::config::Config;
@@ -20,12 +21,15 @@ use crate::hub::Hub;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections until `stop` fires, then waits for the open ones to
-/// end (the caller bounds how long).
+/// end (the caller bounds how long). With `tls`, each connection's TLS
+/// handshake is its own task's, so that a slow or silent client never
+/// holds up the accepting.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     config: Arc<Config>,
     tokens: Option<Arc<Tokens>>,
+    tls: Option<TlsAcceptor>,
     ctx: Arc<Context>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -42,6 +46,7 @@ pub async fn serve(
                         hub.clone(),
                         config.clone(),
                         tokens.clone(),
+                        tls.clone(),
                         ctx.clone(),
                     ));
                 }
