@@ -53,6 +53,12 @@ echo "== Rust tests"
 cargo test --workspace --locked
 
 echo "== Python end-to-end tests"
+# The wss:// test makes its certificate with the README's openssl command.
+if ! command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "installing openssl"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 venv=tests/python/.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
