@@ -52,76 +52,96 @@ enum End {
     LogUnreadable(String),
 }
 
-/// Serves one accepted TCP connection until it ends.
-pub async fn serve(
+/// Takes an accepted TCP connection through the TLS handshake, if any, and
+/// the upgrade, within `handshake_timeout_ms`. None if the client gets no
+/// stream; the log says why.
+pub async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,
-    hub: Arc<Hub>,
-    config: Arc<Config>,
-    tokens: Option<Arc<Tokens>>,
-    tls: Option<TlsAcceptor>,
-    ctx: Arc<Context>,
-) {
-    // Boxed, so that the handshake's state is freed once it is done rather
-    // than sizing every connection's task for it (~700 bytes per client).
-    // The TLS handshake is part of it, and so under the same timeout.
-    let upgrade = Box::pin(async {
-        let io = tls::open(tcp, tls.as_ref()).await?;
-        handshake::accept(io, &hub, tokens.as_deref(), &ctx, &config).await
-    });
-    let Upgraded {
-        socket,
-        stream,
-        mut subscription,
-        replay,
-    } = match tokio::time::timeout(config.handshake_timeout(), upgrade).await {
-        Ok(Ok(upgraded)) => upgraded,
+    hub: &Arc<Hub>,
+    config: &Config,
+    tokens: Option<&Tokens>,
+    tls: Option<&TlsAcceptor>,
+    ctx: &Arc<Context>,
+) -> Option<Upgraded<ClientStream>> {
+    let upgrade = async {
+        let io = tls::open(tcp, tls).await?;
+        handshake::accept(io, hub, tokens, ctx, config).await
+    };
+    match tokio::time::timeout(config.handshake_timeout(), upgrade).await {
+        Ok(Ok(upgraded)) => Some(upgraded),
         Ok(Err(reason)) => {
             ctx.debug(format_args!("client {peer}: no stream: {reason}"));
-            return;
+            None
         }
         Err(_) => {
             ctx.debug(format_args!(
                 "client {peer}: no upgrade within {} ms; dropped",
                 config.handshake_timeout_ms
             ));
+            None
+        }
+    }
+}
+
+/// Serves an upgraded connection until it ends, on the runtime this runs
+/// on (not the one that accepted it).
+pub fn serve(
+    upgraded: Upgraded<ClientStream>,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()> {
+    // Taken apart before the future is made, so that the future holds the
+    // parts once rather than both them and the whole (every byte of it is
+    // a byte per connected client).
+    let Upgraded {
+        mut socket,
+        stream,
+        mut subscription,
+        replay,
+    } = upgraded;
+    async move {
+        if let Err(e) = socket.get_mut().rehome() {
+            ctx.warn(format_args!("client {peer}: cannot move its socket: {e}"));
             return;
         }
-    };
-    let path = stream.path();
-    ctx.debug(format_args!("client {peer} connected to {path}"));
-    let keepalive = Keepalive::new(config.ping_interval(), config.pong_timeout());
-    let (mut sink, mut incoming) = socket.split();
-    let end = tokio::select! {
-        biased;
-        Ok(()) = &mut subscription.too_slow => End::TooSlow,
-        () = keepalive.expired() => End::NoPong,
-        end = read(&mut incoming, &keepalive) => end,
-        end = write(&mut sink, &mut subscription.live, replay, &keepalive) => end,
-    };
-    // The plugin may have stopped just after dropping the client as too slow.
-    let end = match end {
-        End::ShuttingDown if subscription.too_slow.try_recv().is_ok() => End::TooSlow,
-        end => end,
-    };
-    // Leave the hub first: a slow client's backlog is freed at once.
-    drop(subscription);
-    let frame = close_frame(&end, &hub, &keepalive, &config);
-    if let Some(frame) = &frame {
-        let message = format!("closing client {peer} on {path}: {}", frame.reason);
-        match end {
-            End::TooSlow => ctx.warn(format_args!(
-                "{message} (slow clients so far: {})",
-                hub.too_slow_count()
-            )),
-            End::NoPong => ctx.info(message),
-            End::LogUnreadable(ref why) => ctx.error(format_args!("{message}: {why}")),
-            _ => ctx.debug(message),
+        let path = stream.path();
+        ctx.debug(format_args!("client {peer} connected to {path}"));
+        let keepalive = Keepalive::new(config.ping_interval(), config.pong_timeout());
+        let (mut sink, mut incoming) = socket.split();
+        let end = tokio::select! {
+            biased;
+            Ok(()) = &mut subscription.too_slow => End::TooSlow,
+            () = keepalive.expired() => End::NoPong,
+            end = read(&mut incoming, &keepalive) => end,
+            end = write(&mut sink, &mut subscription.live, replay, &keepalive) => end,
+        };
+        // The plugin may have stopped just after dropping the client as too slow.
+        let end = match end {
+            End::ShuttingDown if subscription.too_slow.try_recv().is_ok() => End::TooSlow,
+            end => end,
+        };
+        // Leave the hub first: a slow client's backlog is freed at once.
+        drop(subscription);
+        let frame = close_frame(&end, &hub, &keepalive, &config);
+        if let Some(frame) = &frame {
+            let message = format!("closing client {peer} on {path}: {}", frame.reason);
+            match end {
+                End::TooSlow => ctx.warn(format_args!(
+                    "{message} (slow clients so far: {})",
+                    hub.too_slow_count()
+                )),
+                End::NoPong => ctx.info(message),
+                End::LogUnreadable(ref why) => ctx.error(format_args!("{message}: {why}")),
+                _ => ctx.debug(message),
+            }
+        } else {
+            ctx.debug(format_args!("client {peer} on {path} left"));
         }
-    } else {
-        ctx.debug(format_args!("client {peer} on {path} left"));
+        close(sink, incoming, frame, &config).await;
     }
-    close(sink, incoming, frame, &config).await;
 }
 
 /// Drains what the client sends until it closes or breaks the protocol.
@@ -154,7 +174,8 @@ async fn write(
     // Live batches of events before this one were sent from the log.
     let mut live_from = 0;
     if let Some(mut replay) = replay {
-        let first_live = match send_replay(sink, live, &mut replay, &mut pings).await {
+        // Boxed: only resuming clients need room for the replay's state.
+        let first_live = match Box::pin(send_replay(sink, live, &mut replay, &mut pings)).await {
             Ok(first_live) => first_live,
             Err(end) => return end,
         };

@@ -72,7 +72,15 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         .thread_name("websocket")
         .build()
         .map_err(|e| format!("cannot start an async runtime: {e}"))?;
-    let listener = match runtime.block_on(TcpListener::bind(&config.bind)) {
+    // New clients are accepted and upgraded here, never queued behind the
+    // connections being written to (see `server`).
+    let accepting = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("websocket-accept")
+        .build()
+        .map_err(|e| format!("cannot start an async runtime: {e}"))?;
+    let listener = match accepting.block_on(TcpListener::bind(&config.bind)) {
         Ok(listener) => listener,
         Err(e) => {
             let reason = format!("cannot listen on {}: {e}", config.bind);
@@ -96,13 +104,17 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
     let hub = Arc::new(Hub::new(config.client_queue_capacity, config.max_clients));
     let close_timeout = config.close_timeout();
     let (stop, stopped) = oneshot::channel();
-    let server = runtime.spawn(server::serve(
-        listener,
-        hub.clone(),
-        Arc::new(config),
+    let shared = server::Shared {
+        hub: hub.clone(),
+        config: Arc::new(config),
         tokens,
         tls,
-        ctx.clone(),
+        ctx: ctx.clone(),
+    };
+    let server = accepting.spawn(server::serve(
+        listener,
+        Arc::new(shared),
+        runtime.handle().clone(),
         stopped,
     ));
     ctx.ready();
@@ -117,8 +129,9 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
     // close frame, within close_timeout_ms.
     hub.close();
     let _ = stop.send(());
-    let _ = runtime.block_on(async { tokio::time::timeout(close_timeout, server).await });
+    let _ = accepting.block_on(async { tokio::time::timeout(close_timeout, server).await });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    accepting.shutdown_timeout(RUNTIME_SHUTDOWN);
     ctx.info(format_args!(
         "stopped; {} clients were closed for being too slow",
         hub.too_slow_count()

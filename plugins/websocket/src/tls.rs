@@ -30,6 +30,26 @@ pub enum ClientStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl ClientStream {
+    /// Registers the socket with the runtime this is called on, leaving
+    /// the one it was accepted on: connections are accepted and upgraded
+    /// on a runtime of their own (see [`crate::server`]) and served on
+    /// another. The TLS state and anything already read stay as they are;
+    /// only the file descriptor underneath is swapped for a duplicate.
+    pub fn rehome(&mut self) -> std::io::Result<()> {
+        let tcp = match self {
+            ClientStream::Plain(tcp) => tcp,
+            ClientStream::Tls(tls) => tls.get_mut().0,
+        };
+        let duplicate = socket2::SockRef::from(&*tcp).try_clone()?;
+        // Dropping the old stream deregisters it from the accepting
+        // runtime and closes its descriptor; the duplicate keeps the
+        // connection, non-blocking as the original was.
+        *tcp = TcpStream::from_std(duplicate.into())?;
+        Ok(())
+    }
+}
+
 /// Reads the certificate chain and the private key, and checks that they
 /// belong together. Errors name the file and the key that names it.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
