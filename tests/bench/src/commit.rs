@@ -98,7 +98,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     node.stop()?;
 
     let latency_note = format!(
-        "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average",
+        "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average, 99% of the writes within {} ms",
         p.rate,
         p.latency_for.as_secs_f64(),
         p.warmup.as_secs_f64(),
@@ -106,7 +106,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         latency.node_waited_us,
         latency.senders_waited_us,
         latency.request_ms,
-        latency.block_commit_ms
+        latency.block_commit_ms,
+        latency.block_commit_p99_bound_ms
     );
     Ok(vec![
         Row {
@@ -388,6 +389,25 @@ fn mean_ms(metrics: &str, histogram: &str, labels: &str) -> f64 {
     total("_sum") * 1e3 / total("_count")
 }
 
+/// The upper bound of the bucket holding the 99th percentile of a
+/// Prometheus histogram without labels, in milliseconds (the buckets
+/// double, so it is within a factor of two).
+fn p99_bound_ms(metrics: &str, histogram: &str) -> f64 {
+    let prefix = format!("{histogram}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            Some((le.parse().ok()?, count.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |(_, count)| *count);
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= 0.99 * total)
+        .map_or(f64::NAN, |(le, _)| le * 1e3)
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -537,6 +557,8 @@ struct Latency {
     /// Mean time the node took to write a block durably, and to answer a
     /// POST, by its own metrics: what of the latency is the node's.
     block_commit_ms: f64,
+    /// Bounds the 99th percentile of a block's durable write (bucket bound).
+    block_commit_p99_bound_ms: f64,
     request_ms: f64,
     /// Time the node's threads, and the senders, spent waiting for a CPU,
     /// per transaction.
@@ -658,6 +680,7 @@ fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         block_size: txs.len() as f64 / stamps.len().max(1) as f64,
         node_waited_us: node_waited.as_secs_f64() * 1e6 / txs.len() as f64,
         block_commit_ms: mean_ms(&metrics, "eventhost_block_commit_seconds", ""),
+        block_commit_p99_bound_ms: p99_bound_ms(&metrics, "eventhost_block_commit_seconds"),
         request_ms: mean_ms(
             &metrics,
             "eventhost_http_request_seconds",
