@@ -38,14 +38,43 @@ pub fn process_cpu_time(pid: u32) -> Option<Duration> {
     (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
+/// The child processes of process `pid`: the children each of its
+/// threads started (/proc/PID/task/TID/children), so that a child started
+/// by any thread is found.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// CPU time (user and system, every thread) this process has used so far.
 /// Unlike a rate, CPU per unit of work barely moves when other tenants of
 /// a shared machine take turns on its cores.
 pub fn cpu_time() -> Duration {
+    rusage_cpu_time(libc::RUSAGE_SELF)
+}
+
+/// CPU time of this process's children that ended and were waited for
+/// (and of their own waited-for children): what a short-lived child
+/// process used in its whole life.
+pub fn children_cpu_time() -> Duration {
+    rusage_cpu_time(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_cpu_time(who: libc::c_int) -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
