@@ -78,7 +78,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         }
     } else {
         Params {
-            blocks: 20_000,
+            blocks: 30_000,
             rounds: 3,
         }
     };
@@ -104,8 +104,9 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut ours = Vec::with_capacity(p.rounds);
     let mut bare = Vec::with_capacity(p.rounds);
     let mut node_rss = None;
+    let mut client_us = Vec::with_capacity(p.rounds);
     for round in 1..=p.rounds {
-        let (r, rss) = ours_round(build, dir.path(), &txs, p.blocks)?;
+        let (r, rss, client_cpu) = ours_round(build, dir.path(), &txs, p.blocks)?;
         eprintln!(
             "[5 replay] round {round}/{}: eventhost {:.0} events/s ({:.0} messages/s), {:.1} µs node CPU per event",
             p.rounds,
@@ -114,6 +115,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             r.cpu_per_event_us()
         );
         node_rss = node_rss.max(rss);
+        client_us.push(client_cpu.as_secs_f64() * 1e6 / messages as f64);
         ours.push(r);
         let r = baseline_round(build, dir.path(), p.blocks as u64)?;
         eprintln!(
@@ -171,8 +173,9 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             peak_rss_kib: None,
             rss_of: "",
             notes: vec![format!(
-                "{:.2} µs of node CPU per message",
-                cpu(&ours) / PER_BLOCK as f64
+                "{:.2} µs of node CPU per message; the client took {:.2} µs per message on its thread",
+                cpu(&ours) / PER_BLOCK as f64,
+                median(client_us)
             )],
         },
     ])
@@ -306,7 +309,7 @@ fn ours_round(
     dir: &Path,
     txs: &[Tx],
     blocks: usize,
-) -> anyhow::Result<(Round, Option<u64>)> {
+) -> anyhow::Result<(Round, Option<u64>, Duration)> {
     let log = dir.join("node.log");
     let mut node = Node {
         child: eventhost(build, dir)
@@ -320,6 +323,7 @@ fn ours_round(
     let address = node.websocket()?;
     let pid = node.child.id();
     let cpu_before = sys::process_cpu_time(pid).context("the node's CPU time")?;
+    let client_before = sys::thread_cpu_time();
     let started = Instant::now();
     let mut client = crate::ws_connect(
         &address,
@@ -360,6 +364,7 @@ fn ours_round(
         }
     }
     let wall = started.elapsed();
+    let client_cpu = sys::thread_cpu_time().saturating_sub(client_before);
     let cpu = sys::process_cpu_time(pid)
         .context("the node's CPU time")?
         .saturating_sub(cpu_before);
@@ -373,6 +378,7 @@ fn ours_round(
             cpu,
         },
         rss,
+        client_cpu,
     ))
 }
 
