@@ -84,8 +84,12 @@ struct Round {
     events: u64,
     span: Duration,
     cpu: Duration,
-    /// Latency part: from due to received, per event, in ms.
-    latency_ms: Vec<f64>,
+    /// Latency part: from due to received, in ms, and how long the
+    /// node's and the plugin's threads waited for a CPU, per event.
+    p50_ms: f64,
+    p99_ms: f64,
+    waited: Duration,
+    paced: u64,
     peak_rss_kib: Option<u64>,
 }
 
@@ -96,6 +100,10 @@ impl Round {
 
     fn cpu_per_event_us(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.events as f64
+    }
+
+    fn waited_per_event_us(&self) -> f64 {
+        self.waited.as_secs_f64() * 1e6 / self.paced as f64
     }
 }
 
@@ -110,11 +118,11 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         }
     } else {
         Params {
-            rounds: 3,
+            rounds: 5,
             burst: 200_000,
             rate: 1000,
-            paced_for: Duration::from_secs(8),
-            warmup: Duration::from_secs(1),
+            paced_for: Duration::from_secs(5),
+            warmup: Duration::from_millis(500),
         }
     };
     eprintln!(
@@ -136,16 +144,16 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     for round in 1..=p.rounds {
         for mode in [Mode::Thread, Mode::Process] {
             let r = measure(build, mode, &p, &tx)?;
-            let sorted = sorted(r.latency_ms.clone());
             eprintln!(
-                "[6 process] round {round}/{}: {} mode: {:.0} events/s, {:.1} µs CPU per event; at {} events/s p50 {:.3} ms, p99 {:.3} ms",
+                "[6 process] round {round}/{}: {} mode: {:.0} events/s, {:.1} µs CPU per event; at {} events/s p50 {:.3} ms, p99 {:.3} ms, {:.0} µs waiting for a CPU per event",
                 p.rounds,
                 mode.name(),
                 r.rate(),
                 r.cpu_per_event_us(),
                 p.rate,
-                quantile(&sorted, 0.5),
-                quantile(&sorted, 0.99)
+                r.p50_ms,
+                r.p99_ms,
+                r.waited_per_event_us()
             );
             match mode {
                 Mode::Thread => thread.push(r),
@@ -156,14 +164,17 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 
     let rate = |rounds: &[Round]| median(rounds.iter().map(Round::rate).collect());
     let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_per_event_us).collect());
-    let latency =
-        |rounds: &[Round]| sorted(rounds.iter().flat_map(|r| r.latency_ms.clone()).collect());
-    let peak = |rounds: &[Round]| rounds.iter().filter_map(|r| r.peak_rss_kib).max();
-    let (thread_latency, process_latency) = (latency(&thread), latency(&process));
-    let figure = |sorted: &[f64]| Figure::Latency {
-        p50_ms: quantile(sorted, 0.5),
-        p99_ms: quantile(sorted, 0.99),
+    // Per-round quantiles, then their median: another tenant's burst
+    // makes one round's tail, and pooling the rounds would let it make
+    // the figure too.
+    let p50 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p50_ms).collect());
+    let p99 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p99_ms).collect());
+    let waited = |rounds: &[Round]| median(rounds.iter().map(Round::waited_per_event_us).collect());
+    let figure = |rounds: &[Round]| Figure::Latency {
+        p50_ms: p50(rounds),
+        p99_ms: p99(rounds),
     };
+    let peak = |rounds: &[Round]| rounds.iter().filter_map(|r| r.peak_rss_kib).max();
     let on_tmpfs = if Path::new(TMPFS).is_dir() {
         "on tmpfs"
     } else {
@@ -218,18 +229,21 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 "Process mode vs thread mode at {} events/s: line due → event received by the plugin",
                 p.rate
             ),
-            ours: figure(&process_latency),
-            baseline: Some(figure(&thread_latency)),
+            ours: figure(&process),
+            baseline: Some(figure(&thread)),
             target: None,
             peak_rss_kib: None,
             rss_of: "",
             notes: vec![format!(
-                "`eventhost replay -`, one line written to its standard input when due, open loop for {:.0} s per round, first {:.1} s left out; each line is a commit to the log ({on_tmpfs}) before it is published, in both modes; {} samples per mode; process mode adds {:.3} ms at p50, {:.3} ms at p99",
+                "`eventhost replay -`, one line written to its standard input when due, open loop for {:.0} s per round, first {:.1} s left out, {} samples per round; medians of {} rounds' p50 and p99; each line is a commit to the log ({on_tmpfs}) before it is published, in both modes; process mode adds {:.3} ms at p50, {:.3} ms at p99; per event the node's and plugin's threads waited {:.0} µs (thread mode) and {:.0} µs (process mode) for a CPU (run queue, /proc/*/schedstat)",
                 p.paced_for.as_secs_f64(),
                 p.warmup.as_secs_f64(),
-                process_latency.len(),
-                quantile(&process_latency, 0.5) - quantile(&thread_latency, 0.5),
-                quantile(&process_latency, 0.99) - quantile(&thread_latency, 0.99)
+                process[0].paced,
+                p.rounds,
+                p50(&process) - p50(&thread),
+                p99(&process) - p99(&thread),
+                waited(&thread),
+                waited(&process)
             )],
         },
     ])
@@ -257,13 +271,16 @@ fn measure(build: &Path, mode: Mode, p: &Params, tx: &str) -> anyhow::Result<Rou
     let node = Node::start(build, mode, Some((p.burst, tx)))?;
     let (events, span, cpu, burst_rss) = throughput(node, p.burst)?;
     let node = Node::start(build, mode, None)?;
-    let (latency_ms, paced_rss) = latency(node, p, tx)?;
+    let paced = latency(node, p, tx)?;
     Ok(Round {
         events,
         span,
         cpu,
-        latency_ms,
-        peak_rss_kib: burst_rss.max(paced_rss),
+        p50_ms: quantile(&paced.latency_ms, 0.5),
+        p99_ms: quantile(&paced.latency_ms, 0.99),
+        waited: paced.waited,
+        paced: paced.latency_ms.len() as u64,
+        peak_rss_kib: burst_rss.max(paced.peak_rss_kib),
     })
 }
 
@@ -369,6 +386,16 @@ impl Node {
         Ok(total)
     }
 
+    /// How long the threads of the node and of its children have waited
+    /// for a CPU so far: on a shared machine, how much of a latency is
+    /// other tenants' turn on the cores.
+    fn run_queue_wait(&self) -> Duration {
+        std::iter::once(self.child.id())
+            .chain(self.plugin_pids())
+            .filter_map(sys::run_queue_wait)
+            .sum()
+    }
+
     /// Peak RSS of the node and its children, added up.
     fn peak_rss_kib(&self) -> Option<u64> {
         let children: u64 = self
@@ -468,17 +495,33 @@ fn throughput(node: Node, events: u64) -> anyhow::Result<(u64, Duration, Duratio
     Ok((received, span, cpu, rss))
 }
 
-/// Feeds lines paced open-loop; returns each event's latency from when
-/// its line was due to when the plugin received it, in ms, after the warm-up.
-fn latency(mut node: Node, p: &Params, tx: &str) -> anyhow::Result<(Vec<f64>, Option<u64>)> {
+/// What a latency part measured.
+struct Paced {
+    /// From when each event's line was due to when the plugin received
+    /// it, after the warm-up, sorted.
+    latency_ms: Vec<f64>,
+    /// How long the node's and the plugin's threads waited for a CPU
+    /// over the events measured.
+    waited: Duration,
+    peak_rss_kib: Option<u64>,
+}
+
+/// Feeds lines paced open-loop, and measures how long each took to reach
+/// the plugin.
+fn latency(mut node: Node, p: &Params, tx: &str) -> anyhow::Result<Paced> {
     let events = (f64::from(p.rate) * p.paced_for.as_secs_f64()) as u64;
     let interval = Duration::from_secs(1) / p.rate;
     let lines: Vec<String> = (1..=events).map(|h| line(h, tx)).collect();
     let lead = Duration::from_millis(50);
     let start = Instant::now() + lead;
     let start_ns = now_ns() + lead.as_nanos();
+    let skip = (p.warmup.as_secs_f64() * f64::from(p.rate)) as usize;
+    let mut waited = Duration::ZERO;
     let mut reported = Instant::now();
     for (i, text) in lines.iter().enumerate() {
+        if i == skip {
+            waited = node.run_queue_wait();
+        }
         let due = start + interval * i as u32;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         // One write per line, straight to the pipe: the node sees each line
@@ -490,9 +533,9 @@ fn latency(mut node: Node, p: &Params, tx: &str) -> anyhow::Result<(Vec<f64>, Op
         }
     }
     node.wait_received(events)?;
-    let rss = node.peak_rss_kib();
+    let waited = node.run_queue_wait().saturating_sub(waited);
+    let peak_rss_kib = node.peak_rss_kib();
     let stamps = node.finish(events)?;
-    let skip = (p.warmup.as_secs_f64() * f64::from(p.rate)) as usize;
     let latency_ms = stamps
         .iter()
         .enumerate()
@@ -502,5 +545,9 @@ fn latency(mut node: Node, p: &Params, tx: &str) -> anyhow::Result<(Vec<f64>, Op
             at.saturating_sub(due_ns) as f64 / 1e6
         })
         .collect();
-    Ok((latency_ms, rss))
+    Ok(Paced {
+        latency_ms: sorted(latency_ms),
+        waited,
+        peak_rss_kib,
+    })
 }
