@@ -6,7 +6,7 @@
 //! through the host library's `Store::append` in batches of 256 events (as
 //! `eventhost replay` writes its own log): blocks of builder-made CREATEs,
 //! cycled from a pool of distinct signed transactions (signing a million
-//! would take longer than the benchmark; the plugin renders each message
+//! and more would take longer than the benchmark; the plugin renders each message
 //! from the transaction's JSON, whatever else the block holds). Only the
 //! event log is written; the ledger's chain tables stay empty, which
 //! nothing here reads.
@@ -19,8 +19,9 @@
 //! baseline runs `eventhost events` (the store is locked while the node
 //! runs, so the two alternate) and times it until this process has read
 //! its last line, checking the count; its CPU time is the process's whole
-//! life, from getrusage of the waited-for child. Both read a log the page
-//! cache holds after the first round.
+//! life, from getrusage of the waited-for child. Both read the log through
+//! the page cache, which holds it once it was written (the machine has the
+//! memory): the disk is not what is measured.
 
 use std::fs;
 use std::io::BufRead;
