@@ -12,7 +12,7 @@
 //!   is events received by the plugin per second, from when the plugin
 //!   started (after the replay checked the file) to its last receipt, and
 //!   the CPU time of the node and of the plugin's process (/proc/PID/stat)
-//!   over the same span, per event. (`replay -` commits every line on its
+//!   from then until the node ended, per event. (`replay -` commits every line on its
 //!   own, which holds both modes to the same 15,000 events/s or so: the
 //!   commit, not the plugin, would be measured.) The plugin's queue fills
 //!   in both modes and it catches up from the event log, as designed;
@@ -377,9 +377,11 @@ impl Node {
         sys::children(self.child.id())
     }
 
-    /// CPU time of the node and of its children (the plugin's process) so far.
+    /// CPU time of the node and of its children (the plugin's process,
+    /// running or reaped) so far.
     fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let mut total = sys::process_cpu_time(self.child.id()).context("the node's CPU time")?;
+        let mut total =
+            sys::process_tree_cpu_time(self.child.id()).context("the node's CPU time")?;
         for pid in self.plugin_pids() {
             total += sys::process_cpu_time(pid).context("the plugin process's CPU time")?;
         }
@@ -431,7 +433,7 @@ impl Node {
         }
     }
 
-    /// Ends the node's input, so it finishes, and waits for it; then the
+    /// Ends the node's input, if any, so it finishes, and waits for it; then the
     /// plugin's stamps are complete: (wall clock in ns, seq) per event.
     fn finish(mut self, events: u64) -> anyhow::Result<Vec<(u128, u64)>> {
         drop(self.input.take());
@@ -477,15 +479,33 @@ impl Drop for Node {
     }
 }
 
-/// Waits until the node's replay of its file is received. Returns the
-/// events received from now to the last, how long that took, the CPU the
-/// node and the plugin used meanwhile, and their peak RSS.
+/// Waits until the node has replayed its file and ended. Returns the
+/// events the plugin received from now to the last, how long that took,
+/// the CPU the node and the plugin used until the node ended, and their
+/// peak RSS.
 fn throughput(node: Node, events: u64) -> anyhow::Result<(u64, Duration, Duration, Option<u64>)> {
     let started_ns = now_ns();
     let cpu_before = node.cpu_time()?;
-    node.wait_received(events)?;
-    let cpu = node.cpu_time()?.saturating_sub(cpu_before);
-    let rss = node.peak_rss_kib();
+    // A replay of a file ends once its plugin has received everything, and
+    // the plugin's process with it: memory is sampled while it runs, and
+    // the CPU time read once the node has ended (not yet reaped), when it
+    // counts the plugin's process, which the node reaped. So the CPU time
+    // includes the node's shutdown, a few milliseconds.
+    let deadline = Instant::now() + STALL;
+    let mut rss = node.peak_rss_kib();
+    while !sys::has_ended(node.child.id()) {
+        if Instant::now() > deadline {
+            bail!(
+                "eventhost replay did not finish within {STALL:?}:\n{}",
+                node.log()
+            );
+        }
+        rss = rss.max(node.peak_rss_kib());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu = sys::process_tree_cpu_time(node.child.id())
+        .context("the node's CPU time")?
+        .saturating_sub(cpu_before);
     let stamps = node.finish(events)?;
     let last_ns = stamps[stamps.len() - 1].0;
     // Publishing began as the plugin started: some events may have been
