@@ -90,12 +90,15 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::Builder::new()
         .prefix("eventhost-bench-replay-")
         .tempdir()?;
+    eprintln!(
+        "[5 replay] writing {} blocks of {PER_BLOCK} transactions to a new event log",
+        p.blocks
+    );
     let written = Instant::now();
     write_log(&dir.path().join("data").join(STORE_FILE), &txs, p.blocks)?;
     let log_bytes = fs::metadata(dir.path().join("data").join(STORE_FILE))?.len();
     eprintln!(
-        "[5 replay] wrote {} blocks of {PER_BLOCK} transactions ({:.0} MiB) in {:.1} s; {} round(s), eventhost and `eventhost events` alternating",
-        p.blocks,
+        "[5 replay] wrote {:.0} MiB in {:.1} s; {} round(s), eventhost and `eventhost events` alternating",
         log_bytes as f64 / 1048576.0,
         written.elapsed().as_secs_f64(),
         p.rounds
