@@ -11,6 +11,8 @@ mod bare_ws;
 mod commit;
 mod exchange;
 mod fanout;
+mod isolation;
+mod replay;
 mod report;
 mod sys;
 mod txs;
@@ -50,6 +52,11 @@ enum Which {
     Commit,
     /// 4: WebSocket fan-out to 1,000 clients vs a bare tokio-tungstenite server.
     Websocket,
+    /// 5: replay from the event log to one resuming WebSocket client vs
+    /// `eventhost events`.
+    Replay,
+    /// 6: a plugin in process mode vs the same plugin in thread mode.
+    Process,
     /// Not a benchmark: the bare WebSocket server row 4 measures, run as a
     /// process of its own.
     #[value(hide = true)]
@@ -82,7 +89,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // A benchmark that fails does not take the others' results with it;
     // the run still fails at the end.
     let mut failed = Vec::new();
-    let benchmarks: [(Which, &str, Benchmark); 4] = [
+    let benchmarks: [(Which, &str, Benchmark); 6] = [
         (Which::Exchange, "exchange", &|| {
             exchange::run(&build, cli.quick)
         }),
@@ -92,6 +99,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         (Which::Commit, "commit", &|| commit::run(&build, cli.quick)),
         (Which::Websocket, "websocket", &|| {
             fanout::run(&build, cli.quick)
+        }),
+        (Which::Replay, "replay", &|| replay::run(&build, cli.quick)),
+        (Which::Process, "process", &|| {
+            isolation::run(&build, cli.quick)
         }),
     ];
     for (which, name, benchmark) in benchmarks {

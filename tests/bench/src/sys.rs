@@ -29,23 +29,76 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// CPU time (user and system, every thread) process `pid` has used so far,
 /// from /proc/PID/stat, in clock ticks (usually 10 ms).
 pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    stat_cpu_time(pid, 2)
+}
+
+/// Like [`process_cpu_time`], with the CPU time of the children `pid` has
+/// waited for (`cutime`, `cstime`) added: after a process ended (and
+/// before it is reaped), everything it and the children it reaped used.
+pub fn process_tree_cpu_time(pid: u32) -> Option<Duration> {
+    stat_cpu_time(pid, 4)
+}
+
+/// The sum of `fields` CPU time fields of /proc/PID/stat from `utime` on.
+fn stat_cpu_time(pid: u32, fields: usize) -> Option<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: count from after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let after_name: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let mut ticks = 0;
+    for field in after_name.get(11..11 + fields)? {
+        ticks += field.parse::<u64>().ok()?;
+    }
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// Whether process `pid` has ended: a zombie its parent has not reaped
+/// yet, or gone.
+pub fn has_ended(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// The child processes of process `pid`: the children each of its
+/// threads started (/proc/PID/task/TID/children), so that a child started
+/// by any thread is found.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// CPU time (user and system, every thread) this process has used so far.
 /// Unlike a rate, CPU per unit of work barely moves when other tenants of
 /// a shared machine take turns on its cores.
 pub fn cpu_time() -> Duration {
+    rusage_cpu_time(libc::RUSAGE_SELF)
+}
+
+/// CPU time of this process's children that ended and were waited for
+/// (and of their own waited-for children): what a short-lived child
+/// process used in its whole life.
+pub fn children_cpu_time() -> Duration {
+    rusage_cpu_time(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_cpu_time(who: libc::c_int) -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
