@@ -19,8 +19,15 @@ pub enum ToChild {
         library: String,
         config_json: String,
     },
-    /// The next event of the plugin's queue, in `codec` form.
-    Event { seq: u64, record: Vec<u8> },
+    /// The next event of the plugin's queue, in `codec` form. As bytes,
+    /// not a sequence of `u8`: the same on the wire in postcard, but one
+    /// copy instead of a call per byte (about a third of process mode's
+    /// extra CPU per event in benchmark row 6).
+    Event {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
     /// The queue is drained and closed: `run` should return.
     Close,
     /// The answer to a request the child made.
@@ -77,16 +84,21 @@ pub enum ToHost {
     Exit(Option<String>),
 }
 
-/// Writes one framed message.
+/// Writes one framed message and flushes it.
 pub fn write<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+    feed(out, message)?;
+    out.flush()
+}
+
+/// Writes one framed message into `out` without flushing it.
+pub fn feed<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
     let body = postcard::to_allocvec(message).map_err(io::Error::other)?;
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n as usize <= MAX_FRAME)
         .ok_or_else(|| io::Error::other(format!("frame of {} bytes is too large", body.len())))?;
     out.write_all(&len.to_le_bytes())?;
-    out.write_all(&body)?;
-    out.flush()
+    out.write_all(&body)
 }
 
 /// Reads one framed message; `Ok(None)` at a clean end of stream.
@@ -137,6 +149,33 @@ mod tests {
             back.push(m);
         }
         assert_eq!(back, messages);
+    }
+
+    #[test]
+    fn an_events_record_is_on_the_wire_as_a_sequence_of_bytes_would_be() {
+        #[derive(Serialize)]
+        enum AsSequence {
+            // Variant 0, so that `Event` has the same index as in `ToChild`.
+            #[allow(dead_code)]
+            Init,
+            Event {
+                seq: u64,
+                record: Vec<u8>,
+            },
+        }
+        let record = vec![0, 1, 200, 255];
+        let as_bytes = ToChild::Event {
+            seq: 300,
+            record: record.clone(),
+        };
+        let as_sequence = AsSequence::Event { seq: 300, record };
+        assert_eq!(
+            postcard::to_allocvec(&as_bytes).unwrap(),
+            postcard::to_allocvec(&as_sequence).unwrap()
+        );
+        let back: ToChild =
+            postcard::from_bytes(&postcard::to_allocvec(&as_bytes).unwrap()).unwrap();
+        assert_eq!(back, as_bytes);
     }
 
     #[test]
