@@ -73,6 +73,8 @@ pub struct HostConfig {
     pub shutdown_timeout: Duration,
     /// Default log filter (`RUST_LOG` overrides it).
     pub log: String,
+    /// Memory the store may keep of its file, in bytes.
+    pub store_cache_bytes: usize,
     /// When failed plugins are restarted.
     pub restart: crate::plugin_manager::RestartPolicy,
 }
@@ -177,6 +179,7 @@ struct RawHost {
     startup_timeout_ms: u64,
     shutdown_timeout_ms: u64,
     log: String,
+    store_cache_mb: usize,
     restart_backoff_ms: u64,
     restart_max_backoff_ms: u64,
     restart_max_failures: usize,
@@ -191,6 +194,7 @@ impl Default for RawHost {
             startup_timeout_ms: 10_000,
             shutdown_timeout_ms: 2_000,
             log: "info".into(),
+            store_cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
             restart_backoff_ms: 100,
             restart_max_backoff_ms: 30_000,
             restart_max_failures: 5,
@@ -266,6 +270,7 @@ impl Config {
             startup_timeout: Duration::from_millis(raw.host.startup_timeout_ms),
             shutdown_timeout: Duration::from_millis(raw.host.shutdown_timeout_ms),
             log: raw.host.log,
+            store_cache_bytes: raw.host.store_cache_mb.saturating_mul(1 << 20),
             restart: crate::plugin_manager::RestartPolicy {
                 initial_backoff: Duration::from_millis(raw.host.restart_backoff_ms),
                 max_backoff: Duration::from_millis(raw.host.restart_max_backoff_ms),

@@ -68,7 +68,10 @@ impl Host {
             return Err(StartError::Load(fatal));
         }
 
-        let store = Arc::new(Store::open(store_path)?);
+        let store = Arc::new(Store::open_with_cache(
+            store_path,
+            config.host.store_cache_bytes,
+        )?);
         let metrics = Arc::new(Metrics::new());
         let exchange = Exchange::new(store.clone(), metrics.clone())?;
         let head = exchange.head();

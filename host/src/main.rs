@@ -293,7 +293,10 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
 
 fn print_events(config: &Config, from: u64, limit: Option<usize>) -> ExitCode {
     use std::io::Write;
-    let store = match Store::open(&config.host.data_dir.join(STORE_FILE)) {
+    let store = match Store::open_with_cache(
+        &config.host.data_dir.join(STORE_FILE),
+        config.host.store_cache_bytes,
+    ) {
         Ok(store) => store,
         Err(e) => {
             tracing::error!("{e}");

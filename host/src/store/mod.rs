@@ -25,6 +25,10 @@ const EVENT_BY_HEIGHT: TableDefinition<u64, u64> = TableDefinition::new("event_b
 /// plugin name -> the sequence number of the last event it finished.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
+/// The memory the store keeps of its file unless told otherwise
+/// (`[host] store_cache_mb`).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {source}")]
@@ -55,6 +59,14 @@ impl Store {
 impl Store {
     /// Opens the store file, creating it (and its directory) if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store keeping at most `cache_bytes` of its file in memory.
+    /// redb's own default is 1 GiB, which a node serving a long replay
+    /// from the log filled (benchmark row 5): the kernel's page cache
+    /// holds the file anyway, and is shared and reclaimable.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let db_err = |source: redb::Error| StoreError::Db {
             path: path.to_owned(),
             source,
@@ -62,7 +74,10 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| db_err(redb::Error::Io(e)))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => db_err(redb::Error::Io(std::io::Error::other(
                 "it is in use by another process (is an eventhost running on this data directory?)",
             ))),
