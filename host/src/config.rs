@@ -370,6 +370,9 @@ mod tests {
     fn defaults_and_relative_paths() {
         let c = parse("[[plugins]]\nname = \"printer\"\n").unwrap();
         assert_eq!(c.host.data_dir, Path::new("/etc/eventhost/data"));
+        assert_eq!(c.host.store_cache_bytes, 128 << 20);
+        let small = parse("[host]\nstore_cache_mb = 16\n").unwrap();
+        assert_eq!(small.host.store_cache_bytes, 16 << 20);
         assert_eq!(
             c.host.plugin_dirs,
             vec![PathBuf::from("/etc/eventhost/plugins")]
