@@ -11,23 +11,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use eventhost_plugin_api::Context;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::Interval;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::auth::Tokens;
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
 use crate::hub::{Batch, Hub, Live, LiveEnd};
 use crate::keepalive::Keepalive;
 use crate::resume::Replay;
+use crate::server::Shared;
 use crate::tls::{self, ClientStream};
 
 /// Messages written before a flush: flushing per message costs far more
@@ -58,15 +56,18 @@ enum End {
 pub async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,
-    hub: &Arc<Hub>,
-    config: &Config,
-    tokens: Option<&Tokens>,
-    tls: Option<&TlsAcceptor>,
-    ctx: &Arc<Context>,
+    shared: &Shared,
 ) -> Option<Upgraded<ClientStream>> {
+    let Shared {
+        hub,
+        config,
+        tokens,
+        tls,
+        ctx,
+    } = shared;
     let upgrade = async {
-        let io = tls::open(tcp, tls).await?;
-        handshake::accept(io, hub, tokens, ctx, config).await
+        let io = tls::open(tcp, tls.as_ref()).await?;
+        handshake::accept(io, hub, tokens.as_deref(), ctx, config).await
     };
     match tokio::time::timeout(config.handshake_timeout(), upgrade).await {
         Ok(Ok(upgraded)) => Some(upgraded),
@@ -89,9 +90,7 @@ pub async fn upgrade(
 pub fn serve(
     upgraded: Upgraded<ClientStream>,
     peer: SocketAddr,
-    hub: Arc<Hub>,
-    config: Arc<Config>,
-    ctx: Arc<Context>,
+    shared: Arc<Shared>,
 ) -> impl Future<Output = ()> {
     // Taken apart before the future is made, so that the future holds the
     // parts once rather than both them and the whole (every byte of it is
@@ -103,6 +102,9 @@ pub fn serve(
         replay,
     } = upgraded;
     async move {
+        let Shared {
+            hub, config, ctx, ..
+        } = &*shared;
         if let Err(e) = socket.get_mut().rehome() {
             ctx.warn(format_args!("client {peer}: cannot move its socket: {e}"));
             return;
@@ -125,7 +127,7 @@ pub fn serve(
         };
         // Leave the hub first: a slow client's backlog is freed at once.
         drop(subscription);
-        let frame = close_frame(&end, &hub, &keepalive, &config);
+        let frame = close_frame(&end, hub, &keepalive, config);
         if let Some(frame) = &frame {
             let message = format!("closing client {peer} on {path}: {}", frame.reason);
             match end {
@@ -140,7 +142,7 @@ pub fn serve(
         } else {
             ctx.debug(format_args!("client {peer} on {path} left"));
         }
-        close(sink, incoming, frame, &config).await;
+        close(sink, incoming, frame, config).await;
     }
 }
 

@@ -89,19 +89,13 @@ pub async fn serve(
 /// Serves an upgraded client on the `connections` runtime.
 fn start(
     upgraded: Result<Upgrade, JoinError>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     served: &mut JoinSet<()>,
     connections: &Handle,
 ) {
     match upgraded {
         Ok((peer, Some(upgraded))) => {
-            let connection = connection::serve(
-                upgraded,
-                peer,
-                shared.hub.clone(),
-                shared.config.clone(),
-                shared.ctx.clone(),
-            );
+            let connection = connection::serve(upgraded, peer, shared.clone());
             served.spawn_on(connection, connections);
         }
         Ok((_, None)) => {}
@@ -110,18 +104,7 @@ fn start(
 }
 
 async fn upgrade(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Upgrade {
-    let s = &*shared;
-    let upgraded = connection::upgrade(
-        tcp,
-        peer,
-        &s.hub,
-        &s.config,
-        s.tokens.as_deref(),
-        s.tls.as_ref(),
-        &s.ctx,
-    )
-    .await;
-    (peer, upgraded)
+    (peer, connection::upgrade(tcp, peer, &shared).await)
 }
 
 /// Socket options for a client: TCP keepalive, so that the kernel notices
