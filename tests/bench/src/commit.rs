@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use tokio_tungstenite::tungstenite;
 
+use crate::node::Node;
 use crate::report::{Figure, Row, Target};
 use crate::txs::Tx;
 use crate::{SINK, quantile};
@@ -82,7 +82,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         p.clients,
         p.throughput_for.as_secs_f64()
     );
-    let node = Node::start(build, false)?;
+    let node = Bench::start(build, false)?;
     let throughput = throughput(&node, &txs[..p.pool], p.clients, p.throughput_for)?;
     let throughput_rss = node.peak_rss_kib();
     node.stop()?;
@@ -92,7 +92,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         p.rate,
         p.latency_for.as_secs_f64()
     );
-    let node = Node::start(build, true)?;
+    let node = Bench::start(build, true)?;
     let latency = latency(&node, &txs[..latency_count], &p)?;
     let latency_rss = node.peak_rss_kib();
     node.stop()?;
@@ -169,8 +169,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 }
 
 /// `eventhost run` with the bench-sink plugin, in a temporary directory.
-struct Node {
-    child: Child,
+struct Bench {
+    node: Node,
     /// Holds the data directory, the configuration, the log and the stamps.
     dir: tempfile::TempDir,
     base: String,
@@ -178,11 +178,11 @@ struct Node {
     websocket: Option<String>,
 }
 
-impl Node {
+impl Bench {
     /// Starts the node and waits until its HTTP API listens. With
     /// `latency`, the plugin's stamps name every transaction of each block,
     /// and the WebSocket plugin serves the streams.
-    fn start(build: &Path, latency: bool) -> anyhow::Result<Node> {
+    fn start(build: &Path, latency: bool) -> anyhow::Result<Bench> {
         let dir = tempfile::Builder::new()
             .prefix("eventhost-bench-")
             .tempdir()?;
@@ -197,55 +197,17 @@ impl Node {
             );
         }
         fs::write(dir.path().join("config.toml"), config)?;
-        let log = dir.path().join("eventhost.log");
-        let child = Command::new(build.join(format!("eventhost{}", std::env::consts::EXE_SUFFIX)))
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .arg("run")
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("EVENTHOST_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start eventhost")?;
-        let mut node = Node {
-            child,
+        let node = Node::start(build, dir.path(), PATIENCE)?;
+        let base = format!("http://{}", node.logged_address("HTTP API on http://")?);
+        let websocket = latency
+            .then(|| node.logged_address("listening on "))
+            .transpose()?;
+        Ok(Bench {
+            node,
             dir,
-            base: String::new(),
-            websocket: None,
-        };
-        node.base = format!("http://{}", node.address()?);
-        if latency {
-            node.websocket = Some(
-                crate::logged_address(&node.log(), "listening on ")
-                    .context("the WebSocket plugin did not log its address")?,
-            );
-        }
-        Ok(node)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("eventhost.log")).unwrap_or_default()
-    }
-
-    /// The address the node logs once it listens (after its plugins started).
-    fn address(&mut self) -> anyhow::Result<String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let log = self.log();
-            if let Some(address) = crate::logged_address(&log, "HTTP API on http://") {
-                return Ok(address);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("eventhost exited ({status}) before serving:\n{log}");
-            }
-            if Instant::now() > deadline {
-                bail!("eventhost did not serve within {PATIENCE:?}:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            base,
+            websocket,
+        })
     }
 
     fn stamps(&self) -> PathBuf {
@@ -254,37 +216,15 @@ impl Node {
 
     /// How long the node's threads have waited for a CPU so far.
     fn run_queue_wait(&self) -> Duration {
-        crate::sys::run_queue_wait(self.child.id()).unwrap_or_default()
+        crate::sys::run_queue_wait(self.node.pid()).unwrap_or_default()
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
-        crate::sys::peak_rss_kib(Some(self.child.id()))
+        crate::sys::peak_rss_kib(Some(self.node.pid()))
     }
 
-    /// Stops the node as an operator would (SIGTERM) and checks it exits cleanly.
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!("eventhost exited with {status}:\n{}", self.log());
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("eventhost did not stop within {PATIENCE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) -> anyhow::Result<()> {
+        self.node.stop(PATIENCE)
     }
 }
 
@@ -353,7 +293,7 @@ fn read_stamps(path: &Path) -> anyhow::Result<Vec<Stamp>> {
 
 /// Waits until the plugin has received BLOCK_VALIDs holding `count`
 /// transactions, and returns its stamps.
-fn wait_committed(node: &Node, count: usize) -> anyhow::Result<Vec<Stamp>> {
+fn wait_committed(node: &Bench, count: usize) -> anyhow::Result<Vec<Stamp>> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let stamps = read_stamps(&node.stamps())?;
@@ -440,7 +380,7 @@ struct Throughput {
 }
 
 fn throughput(
-    node: &Node,
+    node: &Bench,
     txs: &[Tx],
     clients: usize,
     length: Duration,
@@ -566,7 +506,7 @@ struct Latency {
     senders_waited_us: f64,
 }
 
-fn latency(node: &Node, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
+fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     let url = format!("{}/api/v1/transactions?mode=commit", node.base);
     let interval = Duration::from_secs(1) / p.rate;
     let next = AtomicUsize::new(0);

@@ -36,7 +36,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -320,26 +320,20 @@ impl Node {
             }
             None => PathBuf::from("-"),
         };
-        let mut child =
-            Command::new(build.join(format!("eventhost{}", std::env::consts::EXE_SUFFIX)))
-                .arg("--config")
-                .arg(dir.path().join("config.toml"))
-                .arg("replay")
-                .arg(source)
-                .current_dir(dir.path())
-                // The replay's temporary event log goes where the stamps do.
-                .env("TMPDIR", dir.path())
-                .env_remove("RUST_LOG")
-                .env_remove("EVENTHOST_CONFIG")
-                .stdin(if file.is_some() {
-                    Stdio::null()
-                } else {
-                    Stdio::piped()
-                })
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(dir.path().join("node.log"))?)
-                .spawn()
-                .context("cannot start eventhost replay")?;
+        let mut child = crate::node::eventhost(build, dir.path())
+            .arg("replay")
+            .arg(source)
+            // The replay's temporary event log goes where the stamps do.
+            .env("TMPDIR", dir.path())
+            .stdin(if file.is_some() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("node.log"))?)
+            .spawn()
+            .context("cannot start eventhost replay")?;
         let input = child.stdin.take();
         let node = Node { child, input, dir };
         // The plugin creates its stamps file once it starts; a replay of a

@@ -12,6 +12,7 @@ mod commit;
 mod exchange;
 mod fanout;
 mod isolation;
+mod node;
 mod replay;
 mod report;
 mod sys;

@@ -26,7 +26,7 @@
 use std::fs;
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RString, RVec};
@@ -36,6 +36,7 @@ use eventhost::store::Store;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use tokio_tungstenite::tungstenite;
 
+use crate::node::{Node, eventhost};
 use crate::report::{Figure, Row};
 use crate::txs::Tx;
 use crate::{median, sys};
@@ -224,78 +225,6 @@ fn config_text(build: &Path) -> String {
     )
 }
 
-fn eventhost(build: &Path, dir: &Path) -> Command {
-    let mut command =
-        Command::new(build.join(format!("eventhost{}", std::env::consts::EXE_SUFFIX)));
-    command
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("EVENTHOST_CONFIG")
-        .stdin(Stdio::null());
-    command
-}
-
-/// `eventhost run` on the prepared data directory.
-struct Node {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Node {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the node serves, and returns the WebSocket plugin's address.
-    fn websocket(&mut self) -> anyhow::Result<String> {
-        let deadline = Instant::now() + STALL;
-        loop {
-            let log = self.log();
-            // The API listens once every plugin started.
-            if log.contains("HTTP API on http://") {
-                return crate::logged_address(&log, "listening on ")
-                    .context("the WebSocket plugin did not log its address");
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("eventhost exited ({status}) before serving:\n{log}");
-            }
-            if Instant::now() > deadline {
-                bail!("eventhost did not serve within {STALL:?}:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the node as an operator would (SIGTERM): the next round's
-    /// reader needs the store.
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STALL;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!("eventhost exited with {status}:\n{}", self.log());
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("eventhost did not stop within {STALL:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The height and transaction id of a `valid_transactions` message
 /// (`{"height":3,"asset_id":…,"transaction_id":"…"}`, keys in that order),
 /// read without parsing the rest: a full parse of every message would take
@@ -314,18 +243,9 @@ fn ours_round(
     txs: &[Tx],
     blocks: usize,
 ) -> anyhow::Result<(Round, Option<u64>, Duration)> {
-    let log = dir.join("node.log");
-    let mut node = Node {
-        child: eventhost(build, dir)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start eventhost")?,
-        log,
-    };
-    let address = node.websocket()?;
-    let pid = node.child.id();
+    let node = Node::start(build, dir, STALL)?;
+    let address = node.logged_address("listening on ")?;
+    let pid = node.pid();
     let cpu_before = sys::process_cpu_time(pid).context("the node's CPU time")?;
     let client_before = sys::thread_cpu_time();
     let started = Instant::now();
@@ -374,7 +294,7 @@ fn ours_round(
         .saturating_sub(cpu_before);
     let rss = sys::peak_rss_kib(Some(pid));
     drop(client);
-    node.stop()?;
+    node.stop(STALL)?;
     Ok((
         Round {
             events: blocks as u64,
