@@ -45,6 +45,8 @@ struct Link {
     writer: Mutex<BufWriter<UnixStream>>,
     replies: Mutex<HashMap<u64, Sender<Reply>>>,
     next_id: AtomicU64,
+    /// The host went away without closing the queue (it crashed).
+    host_gone: AtomicBool,
 }
 
 impl Link {
@@ -93,6 +95,7 @@ pub fn run() -> i32 {
         writer: Mutex::new(BufWriter::new(stream)),
         replies: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
+        host_gone: AtomicBool::new(false),
     });
     let (name, library, config_json) = match frame::read::<ToChild>(&mut reader) {
         Ok(Some(ToChild::Init {
@@ -173,6 +176,12 @@ fn read_from_host(mut reader: BufReader<UnixStream>, events: Sender<SharedEvent>
             Ok(Some(ToChild::Init { .. })) | Ok(None) | Err(_) => break,
         }
     }
+    // A host that crashed will give the events it had not seen finished
+    // to the plugin's next instance, which may start at once: the plugin
+    // here must not handle them too, only end what it is doing.
+    if events.is_some() {
+        link.host_gone.store(true, Ordering::Release);
+    }
     drop(events);
     std::thread::sleep(ORPHAN_GRACE);
     std::process::exit(0);
@@ -196,6 +205,9 @@ impl ChildQueue {
 
 impl HostQueue for ChildQueue {
     fn recv(&self, timeout_ms: u64) -> Received {
+        if self.link.host_gone.load(Ordering::Acquire) {
+            return Received::Closed;
+        }
         if !self.explicit_acks.load(Ordering::Acquire) {
             self.finish(self.delivered.load(Ordering::Acquire));
         }
