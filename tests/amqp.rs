@@ -8,18 +8,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use eventhost::ledger::builder::{self, Keypair};
-use eventhost::ledger::transaction::OutputRef;
+use eventhost::sources::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::transaction::OutputRef;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Confirmation, ExchangeKind};
 use serde_json::json;
 use support::broker::{self, BoundQueue, Outage, Received, unique};
-use support::{Http, Running, Sandbox, Value};
-
-/// A guard against hangs only: a slow shared machine must not fail a test.
-const PATIENCE: Duration = Duration::from_secs(300);
+use support::node::{
+    PATIENCE, SetOnDrop, count, id, metric, post, post_concurrently, stop_and_dump, wait_until,
+};
+use support::{Http, Sandbox, Value};
 
 static BROKER: RwLock<()> = RwLock::new(());
 
@@ -46,10 +46,6 @@ fn url_line() -> String {
     format!("url = {:?}", broker::url())
 }
 
-fn id(tx: &Value) -> String {
-    tx["id"].as_str().unwrap().to_owned()
-}
-
 fn vector(family: &str, name: &str) -> Value {
     let path = support::repo_root().join(format!("tests/fixtures/vectors/{family}.json"));
     let vectors: Vec<Value> =
@@ -59,50 +55,6 @@ fn vector(family: &str, name: &str) -> Value {
         .find(|v| v["name"] == name)
         .unwrap_or_else(|| panic!("no vector {name}"))["transaction"]
         .clone()
-}
-
-fn post(http: &Http, tx: &Value, mode: &str) {
-    let (status, reply) = http.post(
-        &format!("/api/v1/transactions?mode={mode}"),
-        &tx.to_string(),
-    );
-    assert_eq!(status, 202, "{reply}");
-}
-
-/// Posts `txs` from `clients` concurrent clients, alternating async and commit.
-fn post_concurrently(http: &Http, txs: &[Value], clients: usize) {
-    std::thread::scope(|scope| {
-        for (c, chunk) in txs.chunks(txs.len().div_ceil(clients)).enumerate() {
-            let http = Http::new(&http.base);
-            scope.spawn(move || {
-                for (i, tx) in chunk.iter().enumerate() {
-                    post(&http, tx, if (c + i) % 2 == 0 { "async" } else { "commit" });
-                }
-            });
-        }
-    });
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Stops the host and returns its event log.
-fn stop_and_dump(s: &Sandbox, host: Running) -> Vec<Value> {
-    host.signal(libc::SIGTERM);
-    let (status, _, log) = host.wait(PATIENCE);
-    assert!(status.success(), "{log}");
-    assert!(!log.contains("panicked"), "{log}");
-    let dump = s.run(&["events"]);
-    assert_eq!(dump.code(), Some(0), "{}", dump.stderr);
-    dump.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A message as the tests compare it.
@@ -166,17 +118,6 @@ fn transaction_messages(events: &[Value]) -> Vec<Value> {
         }
     }
     messages
-}
-
-/// The value of a plugin's metric on the host's `/metrics`.
-fn metric(http: &Http, name: &str, plugin: &str) -> Option<f64> {
-    let (status, text) = http.get("/metrics");
-    assert_eq!(status, 200);
-    let prefix = format!("{name}{{plugin=\"{plugin}\"}} ");
-    text.as_str()?
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.parse().unwrap())
 }
 
 /// Compares long lists, naming the first difference rather than printing both.
@@ -326,19 +267,6 @@ fn assert_complete_with_repeats(got: &[Received], expected: &[Value], connection
         "messages restarted {runs} times over {connections} connections"
     );
     got.len() - unique.len()
-}
-
-/// Sets the flag when dropped.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-fn count(log: &str, needle: &str) -> usize {
-    log.matches(needle).count()
 }
 
 #[test]

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use eventhost::ledger::builder::{self, Keypair};
-use eventhost::ledger::transaction::{OutputRef, id_of};
+use eventhost::sources::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::transaction::{OutputRef, id_of};
 use serde_json::json;
 use support::{Http, Running, Sandbox, Value, read_jsonl};
 

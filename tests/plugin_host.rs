@@ -99,12 +99,12 @@ fn configuration_can_narrow_what_a_plugin_declares() {
     assert_eq!(seqs_and_types(&got), expected(50, 5, &["BLOCK_INVALID"]));
 }
 
-/// The `src/lib.rs` of the plugin author's guide in the README, verbatim.
+/// The `src/lib.rs` of the plugin author's guide (docs/plugins.md), verbatim.
 fn readme_guide_plugin() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("docs/plugins.md")).unwrap();
     let after = readme
         .split_once("<!-- plugin-guide: src/lib.rs")
-        .expect("README marks the guide's src/lib.rs")
+        .expect("docs/plugins.md marks the guide's src/lib.rs")
         .1;
     let block = after
         .split_once("```rust\n")
@@ -126,7 +126,7 @@ fn readme_guide_plugin() -> String {
 fn check_readme_guide_plugin(name: &str, api: &std::path::Path, version: &str) {
     let source = readme_guide_plugin();
     assert!(
-        source.lines().count() <= 16,
+        source.lines().count() <= 24,
         "the guide's plugin grew:\n{source}"
     );
     let lib = &build_external(&[ExternalPlugin {
@@ -152,14 +152,20 @@ fn check_readme_guide_plugin(name: &str, api: &std::path::Path, version: &str) {
     let blocks = repo_root().join("tests/fixtures/blocks.jsonl");
     let run = s.run(&["replay", blocks.to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
-    let lines: Vec<&str> = run.stdout.lines().collect();
+    // The plugin writes into the host's log.
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once("eventhost::plugin: "))
+        .map(|(_, message)| message)
+        .collect();
     assert_eq!(
         lines,
         [
-            "hello: BLOCK_VALID at height 1 with 1 transactions",
-            "hello: BLOCK_VALID at height 2 with 2 transactions",
-            "hello: BLOCK_INVALID at height 3 with 1 transactions",
-            "hello: BLOCK_VALID at height 3 with 3 transactions",
+            "BLOCK_VALID at height 1 with 1 transactions plugin=\"hello\"",
+            "BLOCK_VALID at height 2 with 2 transactions plugin=\"hello\"",
+            "BLOCK_INVALID at height 3 with 1 transactions plugin=\"hello\"",
+            "BLOCK_VALID at height 3 with 3 transactions plugin=\"hello\"",
         ]
     );
 }
@@ -170,6 +176,24 @@ fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
         "hello",
         &repo_root().join("plugin-api"),
         &API_VERSION.to_string(),
+    );
+}
+
+#[test]
+fn a_plugin_built_against_plugin_api_1_3_0_still_runs() {
+    check_readme_guide_plugin(
+        "hello_1_3_0",
+        &repo_root().join("tests/compat/plugin-api-1.3.0"),
+        "1.3.0",
+    );
+}
+
+#[test]
+fn a_plugin_built_against_plugin_api_1_2_still_runs() {
+    check_readme_guide_plugin(
+        "hello_1_2",
+        &repo_root().join("tests/compat/plugin-api-1.2.0"),
+        "1.2.0",
     );
 }
 
@@ -342,9 +366,29 @@ fn a_plugin_declaring_no_events_is_refused() {
 }
 
 #[test]
+fn a_typo_in_a_plugins_table_is_refused_before_it_runs_with_its_line_and_column() {
+    let s = Sandbox::new();
+    let path = s.config(
+        "[[plugins]]\nname = \"printer\"\n[plugins.config]\nformat = \"json\"\nformt = \"text\"\n",
+    );
+    let check = s.run(&["check-config"]);
+    assert_eq!(check.code(), Some(3), "{}", check.stdout);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().position(|l| l.starts_with("formt")).unwrap() + 1;
+    let at = format!("{}:{line}:1: unknown field `formt`", path.display());
+    assert!(check.stdout.contains(&at), "{at} not in:\n{}", check.stdout);
+    let run = s.run(&["run"]);
+    assert_eq!(run.code(), Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains(&at), "{}", run.stderr);
+}
+
+#[test]
 fn malformed_configuration_is_refused_with_its_location() {
     let cases = [
-        ("[[plugins]\nname = \"x\"\n", "at byte"),
+        (
+            "[[plugins]\nname = \"x\"\n",
+            "config.toml:1:11: unclosed array table",
+        ),
         ("[host]\nplugin_dir = \"x\"\n", "unknown field `plugin_dir`"),
         (
             "[[plugins]]\nname = \"a\"\n[[plugins]]\nname = \"a\"\n",
@@ -361,7 +405,8 @@ fn malformed_configuration_is_refused_with_its_location() {
         for args in [&["run"][..], &["check-config"][..], &["plugins"][..]] {
             let out = s.run(args);
             assert_eq!(out.code(), Some(2), "{args:?} {text:?}: {}", out.stderr);
-            let expected = format!("error: configuration {}: ", path.display());
+            // `file: ` or, where the error has a position, `file:line:column: `.
+            let expected = format!("error: configuration {}", path.display());
             assert!(out.stderr.contains(&expected), "{}", out.stderr);
             assert!(out.stderr.contains(message), "{text:?}: {}", out.stderr);
             out.assert_no_host_panic();
@@ -432,7 +477,15 @@ output = {valid:?}
         &config.replace("shutdown_timeout_ms = 500", "shutdown_timeout_ms = 5000"),
     );
     let run = s.run(&["replay", s.events(2000, 9).to_str().unwrap()]);
-    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    // The panicky plugin is required and gave up, missing events: the
+    // replay did not do its job, and says so (status 3).
+    assert_eq!(run.code(), Some(3), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("required plugin failed and missed events"),
+        "{}",
+        run.stderr
+    );
     run.assert_no_host_panic();
 
     let all = read_jsonl(&s.path("all.jsonl"));
@@ -538,6 +591,53 @@ fn a_required_plugin_that_fails_to_start_stops_the_host_an_optional_one_does_not
         run.stderr
             .contains("plugin reports failure: cannot reach the thing it needs")
     );
+}
+
+/// A plugin that reported ready, then failed on the first event it caught
+/// up with while the node still waited for a slower plugin, did start: the
+/// restart policy takes it from there and the node serves. (The node used
+/// to exit with status 3, "failed to start": the soak test found it after a
+/// kill -9, with a plugin that panics now and then.)
+#[test]
+fn a_plugin_that_fails_after_reporting_ready_is_no_failed_start() {
+    use eventhost::sources::ledger::builder::{self, Keypair};
+    let s = Sandbox::new();
+    // An event in the log that `crashy` has not finished (it never reads
+    // in this run), for it to catch up with at the next start.
+    s.config(
+        "[[plugins]]\nname = \"crashy\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"never_read\"\n",
+    );
+    let mut host = s.spawn(&["run"]);
+    let http = host.http();
+    let key = Keypair::from_seed([21; 32]);
+    let tx = builder::create(&key, &[(key.public_key(), 1)], Value::Null, Value::Null);
+    let (status, body) = http.post("/api/v1/transactions?mode=commit", &tx.to_string());
+    assert_eq!(status, 202, "{body}");
+    host.signal(libc::SIGTERM);
+    host.wait(Duration::from_secs(20));
+
+    s.config(&format!(
+        "[[plugins]]\nname = \"slow\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"slow_start\"\nready_after_ms = 1000\n\n\
+         [[plugins]]\nname = \"crashy\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"panic\"\nat = 1\noutput = {:?}\n",
+        s.path("crashy.txt")
+    ));
+    let mut host = s.spawn(&["run"]);
+    // Fails, with the node's exit, if the node does not serve.
+    let http = host.http();
+    let log = host.log();
+    assert!(!log.contains("failed to start"), "{log}");
+    let (status, plugins) = http.get("/api/v1/plugins");
+    assert_eq!(status, 200);
+    let crashy = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "crashy")
+        .unwrap();
+    assert!(crashy["restarts"].as_u64().unwrap() >= 1, "{crashy}");
+    host.signal(libc::SIGTERM);
+    let (status, _, log) = host.wait(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use eventhost::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::builder::{self, Keypair};
 use serde_json::{Value, json};
 use support::{Http, Running, Sandbox, read_jsonl};
 
@@ -162,4 +162,52 @@ fn kill_9_of_the_host_leaves_no_plugin_process_and_the_next_start_resumes() {
     });
     assert_eq!(seen(), (1..=10).collect());
     drop(host);
+}
+
+/// The plugin's cursor survives its process's crash exactly: the child
+/// moves it, in memory it shares with the host, before the plugin gets its
+/// next event, so events that travelled many to a frame are finished one
+/// by one. A plugin that catches up with a backlog (frames of up to 256
+/// events) and dies of SIGSEGV at the 100th event of each run, before
+/// recording it, has recorded every event exactly once in the end, and
+/// each restart resumed at the event it died on.
+#[test]
+fn a_plugin_that_dies_mid_frame_finished_each_event_once_and_resumes_where_it_died() {
+    const EVENTS: u64 = 300;
+    let s = Sandbox::new();
+    // A backlog the plugin has not finished: it never reads in this run.
+    s.config(
+        "[[plugins]]\nname = \"batchy\"\nlibrary = \"fixture_misbehaving\"\nisolation = \"process\"\n[plugins.config]\nmode = \"never_read\"\n",
+    );
+    let (host, http) = start(&s);
+    commit_creates(&http, 25, EVENTS as usize);
+    host.signal(libc::SIGTERM);
+    host.wait(Duration::from_secs(20));
+
+    s.config(&format!(
+        "[[plugins]]\nname = \"batchy\"\nlibrary = \"fixture_misbehaving\"\nisolation = \"process\"\n[plugins.config]\nmode = \"segfault\"\nat = 100\noutput = {:?}\n",
+        s.path("seen.txt")
+    ));
+    let (host, _http) = start(&s);
+    wait_until(
+        "the plugin recorded every event",
+        Duration::from_secs(60),
+        || read_seqs(&s.path("seen.txt")).len() >= EVENTS as usize,
+    );
+    // None twice (a cursor that lagged behind the plugin would repeat the
+    // events of the frame it died in), none missing.
+    assert_eq!(
+        read_seqs(&s.path("seen.txt")),
+        (1..=EVENTS).collect::<Vec<_>>()
+    );
+    let log = host.log();
+    let crashed_at: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("crashing at event ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(crashed_at, ["100", "199", "298"], "{log}");
+    host.signal(libc::SIGTERM);
+    let (status, _, log) = host.wait(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
 }

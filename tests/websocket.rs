@@ -9,7 +9,6 @@
 //!
 //! Timeouts here are hang guards, never speed limits.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,144 +18,16 @@ use serde_json::json;
 use support::transactions::{
     Version, block_hash, block_invalid, block_valid, create, public_key, transfer, tx_id,
 };
-use support::{Running, Sandbox, Value, read_jsonl, repo_root};
+use support::ws::{
+    HANG_GUARD, Host, INVALID_BLOCKS, VALID_BLOCKS, VALID_TRANSACTIONS, VALID_TX,
+    assert_closed_with, commit_creates, connect_to, connect_with, next_json, read_to_close,
+    start_node, take_json,
+};
+use support::{Sandbox, Value, repo_root};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-/// How long anything may take before the test is declared hung.
-const HANG_GUARD: Duration = Duration::from_secs(60);
-
-const VALID_TRANSACTIONS: &str = "/api/v1/streams/valid_transactions";
-const VALID_TX: &str = "/api/v1/streams/valid_tx";
-const VALID_BLOCKS: &str = "/api/v1/streams/valid_blocks";
-const INVALID_BLOCKS: &str = "/api/v1/streams/invalid_blocks";
-
-/// eventhost publishing what the test feeds it, with the websocket plugin
-/// listening on a free port.
-struct Host {
-    running: Running,
-    /// `127.0.0.1:<port>`, read from the plugin's log.
-    address: String,
-    _sandbox: Sandbox,
-}
-
-impl Host {
-    /// Starts the host; `settings` are extra lines for the plugin's config table.
-    fn start(settings: &str) -> Host {
-        let sandbox = Sandbox::new();
-        sandbox.config(&format!(
-            "[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n{settings}\n"
-        ));
-        let mut running = sandbox.spawn_fed(&["replay", "-"]);
-        let line = running.wait_for_log_line("listening on ", HANG_GUARD);
-        let address = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split(';').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        running.wait_for_log("plugin ready", HANG_GUARD);
-        Host {
-            running,
-            address,
-            _sandbox: sandbox,
-        }
-    }
-
-    fn port(&self) -> &str {
-        self.address.rsplit(':').next().unwrap()
-    }
-
-    fn feed(&mut self, line: &str) {
-        self.running.feed(line);
-    }
-
-    /// Feeds every event of a fixture file and returns them.
-    fn feed_fixture(&mut self, name: &str) -> Vec<Value> {
-        let path = repo_root().join("tests/fixtures").join(name);
-        for line in std::fs::read_to_string(&path).unwrap().lines() {
-            self.feed(line);
-        }
-        read_jsonl(&path)
-    }
-
-    async fn connect(&self, path: &str) -> Ws {
-        let tcp = TcpStream::connect(&self.address).await.unwrap();
-        self.upgrade(tcp, path)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to {path}: {e}"))
-    }
-
-    /// The WebSocket handshake for `path` on a connected socket.
-    async fn upgrade(&self, tcp: TcpStream, path: &str) -> Result<Ws, tungstenite::Error> {
-        let url = format!("ws://{}{path}", self.address);
-        let (ws, _) = tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(url, tcp))
-            .await
-            .expect("the upgrade hung")?;
-        Ok(ws)
-    }
-
-    /// Sends `request` as raw bytes and returns the whole response, up to
-    /// the server closing the connection.
-    fn raw_http(&self, request: &str) -> String {
-        let mut tcp = std::net::TcpStream::connect(&self.address).unwrap();
-        tcp.set_read_timeout(Some(HANG_GUARD)).unwrap();
-        tcp.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).unwrap();
-        response
-    }
-}
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// The next data message as JSON; control frames are skipped.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("no message arrived");
-        match message {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("not JSON: {text:?}: {e}"));
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
-/// Reads up to the server's close frame: returns it and the data messages before it.
-async fn read_to_close(ws: &mut Ws) -> (CloseFrame, Vec<Value>) {
-    let mut messages = Vec::new();
-    loop {
-        let message = tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("the server never closed the connection");
-        match message {
-            Some(Ok(Message::Text(text))) => messages.push(serde_json::from_str(&text).unwrap()),
-            Some(Ok(Message::Close(Some(frame)))) => return (frame, messages),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!(
-                "expected a close frame after {} messages, got {other:?}",
-                messages.len()
-            ),
-        }
-    }
-}
-
-fn assert_closed_with(frame: &CloseFrame, code: CloseCode, reason: &str) {
-    assert_eq!(
-        (frame.code, frame.reason.as_str()),
-        (code, reason),
-        "close frame"
-    );
-}
 
 fn tx_message(height: u64, id: &str, asset_ids: &[&str]) -> Value {
     json!({"height": height, "asset_id": asset_ids[0], "asset_ids": asset_ids, "transaction_id": id})
@@ -375,7 +246,7 @@ async fn unknown_paths_and_malformed_filters_are_refused_at_the_upgrade() {
         (
             "/api/v1/streams/valid_txs".to_owned(),
             "404 Not Found",
-            "no stream at /api/v1/streams/valid_txs; the streams are /api/v1/streams/valid_transactions, /api/v1/streams/valid_tx, /api/v1/streams/valid_blocks, /api/v1/streams/invalid_blocks, /scabbard/eventhost/ledger/ws/subscribe",
+            "no stream at /api/v1/streams/valid_txs; the streams are /api/v1/streams/valid_transactions, /api/v1/streams/valid_tx, /api/v1/streams/valid_blocks, /api/v1/streams/invalid_blocks, /scabbard/eventhost/ledger/ws/subscribe (and the index at /api/v1/streams)",
         ),
         (
             format!("{VALID_TRANSACTIONS}?asset_id=4957744b"),
@@ -395,12 +266,12 @@ async fn unknown_paths_and_malformed_filters_are_refused_at_the_upgrade() {
         (
             format!("{VALID_TRANSACTIONS}?operation=CREATE&colour=red"),
             "400 Bad Request",
-            "unknown query parameter `colour` (the filters are asset_id, public_key and operation)",
+            "unknown query parameter `colour` (the filters are q, asset_id, public_key and operation; the positions last_seen_event, from_height and from_time)",
         ),
         (
             format!("{VALID_BLOCKS}?operation=CREATE"),
             "400 Bad Request",
-            "/api/v1/streams/valid_blocks takes no filters, but got `operation`",
+            "/api/v1/streams/valid_blocks takes no transaction filters, but got `operation` (its q filters by height, hash and transaction_count)",
         ),
     ];
     for (target, status, message) in &cases {
@@ -518,6 +389,7 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_every_message() 
     let mut host = Host::start(&format!(
         "client_queue_capacity = {QUEUE}\n\
          send_buffer_bytes = 16384\n\
+         max_connections_per_address = 1000\n\
          # The stalled client reads only once the flow is over.\n\
          close_timeout_ms = 60000"
     ));
@@ -676,12 +548,11 @@ fn a_taken_port_or_a_bad_setting_fails_the_plugin_with_the_reason() {
         ),
         (
             "ping_interval = 5".to_owned(),
-            "invalid config for plugin `websocket`: unknown field `ping_interval`".to_owned(),
+            "its [plugins.config] is invalid at ".to_owned(),
         ),
         (
             "client_queue_capacity = 0".to_owned(),
-            "invalid config for plugin `websocket`: client_queue_capacity must be greater than 0"
-                .to_owned(),
+            ": `client_queue_capacity`: must be between 1 and 1000000, not 0".to_owned(),
         ),
     ];
     for (setting, message) in cases {
@@ -692,6 +563,14 @@ fn a_taken_port_or_a_bad_setting_fails_the_plugin_with_the_reason() {
         let run = s.run(&["run"]);
         assert_eq!(run.code(), Some(3), "{setting}: {}", run.stderr);
         assert!(run.stderr.contains(&message), "{setting}: {}", run.stderr);
+        // The host checks the table before it runs the plugin, and says where.
+        if message.starts_with("its ") {
+            assert!(
+                run.stderr.contains("unknown field `ping_interval`"),
+                "{}",
+                run.stderr
+            );
+        }
         run.assert_no_host_panic();
     }
 }
@@ -710,15 +589,6 @@ fn the_default_configuration_serves_the_streams() {
         .find(|l| l.starts_with("websocket "))
         .unwrap_or_else(|| panic!("no websocket plugin in:\n{stdout}"));
     assert!(row.contains(" ok "), "{stdout}");
-}
-
-/// Reads `count` data messages.
-async fn take_json(ws: &mut Ws, count: usize) -> Vec<Value> {
-    let mut messages = Vec::with_capacity(count);
-    while messages.len() < count {
-        messages.push(next_json(ws).await);
-    }
-    messages
 }
 
 /// The transaction ids of `/valid_blocks` messages, in order.
@@ -822,47 +692,6 @@ async fn a_client_that_reconnects_with_the_last_id_seen_misses_nothing_and_gets_
     );
 }
 
-/// `eventhost run` in `sandbox`, its streams on a free port: the running
-/// host, its HTTP API and the streams' address.
-fn start_node(sandbox: &Sandbox) -> (Running, support::Http, String) {
-    let mut running = sandbox.spawn(&["run"]);
-    let http = running.http();
-    let line = running.wait_for_log_line("listening on ", HANG_GUARD);
-    let address = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .unwrap()
-        .to_owned();
-    (running, http, address)
-}
-
-async fn connect_to(address: &str, path: &str) -> Ws {
-    let tcp = TcpStream::connect(address).await.unwrap();
-    let (ws, _) = tokio::time::timeout(
-        HANG_GUARD,
-        tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp),
-    )
-    .await
-    .expect("the upgrade hung")
-    .unwrap_or_else(|e| panic!("connecting to {path}: {e}"));
-    ws
-}
-
-/// Commits a CREATE per number in `range`, one block each; returns their ids.
-fn commit_creates(http: &support::Http, range: std::ops::Range<u64>) -> Vec<String> {
-    use eventhost::ledger::builder::{self, Keypair};
-    let key = Keypair::from_seed([3; 32]);
-    range
-        .map(|i| {
-            let tx = builder::create(&key, &[(key.public_key(), 1)], json!({"i": i}), Value::Null);
-            let (status, body) = http.post("/api/v1/transactions?mode=commit", &tx.to_string());
-            assert_eq!(status, 202, "{body}");
-            tx["id"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_across_a_restart_of_the_host() {
     let sandbox = Sandbox::new();
@@ -920,28 +749,6 @@ async fn measure_the_replay_rate() {
         elapsed.as_secs_f64(),
         BLOCKS as f64 / elapsed.as_secs_f64()
     );
-}
-
-/// The upgrade for `path` with extra request headers.
-async fn connect_with(
-    address: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
-    use tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{address}{path}")
-        .into_client_request()
-        .unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let tcp = TcpStream::connect(address).await.unwrap();
-    tokio::time::timeout(HANG_GUARD, tokio_tungstenite::client_async(request, tcp))
-        .await
-        .expect("the upgrade hung")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

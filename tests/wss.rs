@@ -147,7 +147,7 @@ impl Node {
 
     /// Commits a CREATE per number in `range`, one block each; returns their ids.
     fn commit_creates(&self, range: std::ops::Range<u64>) -> Vec<String> {
-        use eventhost::ledger::builder::{self, Keypair};
+        use eventhost::sources::ledger::builder::{self, Keypair};
         let key = Keypair::from_seed([5; 32]);
         range
             .map(|i| {
@@ -290,7 +290,7 @@ fn a_missing_certificate_or_half_a_setting_fails_the_plugin_with_the_reason() {
         ),
         (
             "tls_cert = \"cert.pem\"",
-            "invalid config for plugin `websocket`: tls_cert is set but tls_key is not",
+            "`tls_cert`: set without tls_key: TLS needs both",
         ),
     ];
     for (settings, message) in cases {

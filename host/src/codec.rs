@@ -43,8 +43,8 @@ pub fn encode_event(event: &Event, buf: &mut Vec<u8>) {
     };
     buf.clear();
     buf.push(RECORD_V1);
-    // Encoding plain strings and integers into a Vec cannot fail.
-    let encoded = postcard::to_extend(&record, std::mem::take(buf)).unwrap_or_default();
+    let encoded = postcard::to_extend(&record, std::mem::take(buf))
+        .expect("plain strings and integers always encode into a Vec");
     *buf = encoded;
 }
 
@@ -77,4 +77,59 @@ pub fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, String> {
             })
             .collect(),
     })
+}
+
+/// At least the length [`encode_event`] writes for `event` (the framing
+/// of process mode sizes its frames by it without encoding twice): the
+/// text, and a varint's most (10 bytes) for every length and number.
+pub fn encoded_len_bound(event: &Event) -> usize {
+    const VARINT: usize = 10;
+    let text = |s: &str| VARINT + s.len();
+    1 + 4 * VARINT
+        + text(&event.block_hash)
+        + event.transactions.iter().map(|t| text(t)).sum::<usize>()
+        + event
+            .rejections
+            .iter()
+            .map(|r| text(&r.transaction_id) + text(&r.reason))
+            .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID};
+
+    fn event(transactions: usize, rejections: usize) -> Event {
+        Event {
+            event_type: if rejections > 0 {
+                BLOCK_INVALID
+            } else {
+                BLOCK_VALID
+            },
+            seq: 9,
+            height: u64::MAX,
+            block_hash: "ab".repeat(32).into(),
+            timestamp_ms: u64::MAX,
+            transactions: (0..transactions)
+                .map(|i| RString::from("x".repeat(i * 37)))
+                .collect(),
+            rejections: (0..rejections)
+                .map(|i| Rejection {
+                    transaction_id: "t".repeat(i).into(),
+                    reason: "r".repeat(200 * i).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn events_round_trip_within_their_length_bound() {
+        let mut buf = Vec::new();
+        for e in [event(0, 0), event(1, 0), event(300, 0), event(5, 40)] {
+            encode_event(&e, &mut buf);
+            assert!(buf.len() <= encoded_len_bound(&e), "{} bytes", buf.len());
+            assert_eq!(decode_event(e.seq, &buf).unwrap(), e);
+        }
+    }
 }

@@ -4,16 +4,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Parser, Subcommand};
-use std::time::Duration;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use eventhost::api::{self, Api};
+use eventhost::cli_docs;
 use eventhost::config::Config;
-use eventhost::host::{self, Host, STORE_FILE, StartError};
-use eventhost::ledger::{Ledger, LedgerConfig};
-use eventhost::plugin_manager::{self, library_file_name};
-use eventhost::replay;
-use eventhost::store::Store;
+use eventhost::event_log;
+use eventhost::node::{self, Node, NodeError};
+use eventhost::plugin_runtime::{self, library_file_name};
+use eventhost::progress::Progress;
+use eventhost::sources::replay;
+use eventhost::store::{STORE_FILE, Store};
 use tracing_subscriber::EnvFilter;
 
 /// A ledger node and plugin host for its events.
@@ -55,7 +55,10 @@ enum Command {
     /// plugins as BLOCK_VALID, rejected transactions as BLOCK_INVALID. On a
     /// signal the API stops, the ledger commits what it accepted, and every
     /// plugin drains its queue and is told to stop. A plugin that makes no
-    /// progress for `shutdown_timeout_ms` is abandoned.
+    /// progress for `shutdown_timeout_ms` is abandoned. With `[source] kind
+    /// = "nats"` the node is an edge node: instead of a ledger it follows a
+    /// ledger node's events from a NATS JetStream stream, with the ledger's
+    /// own numbers, and serves them to its plugins (docs/scaling-out.md).
     Run,
     /// Publish the events of a JSON-lines file to the configured plugins, then stop.
     ///
@@ -86,6 +89,18 @@ enum Command {
     /// (`isolation = "process"`). The host starts it; not for direct use.
     #[command(hide = true)]
     RunPlugin,
+    /// Talk to a running node's admin API (address and token from the
+    /// [admin] table of the same config.toml).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Check the whole store for damage: every record's checksum, every
+    /// block's hash and link, every transaction's id and signatures, the
+    /// event log against the blocks, the plugins' cursors against the log.
+    ///
+    /// Reads the store without changing it (the node must not be running:
+    /// the store is locked). Prints each fault and a summary; exits with
+    /// status 1 if anything is damaged.
+    Verify,
     /// Print the event log of the data directory as JSON lines, the form
     /// `replay` reads. The host must not be running (the store is locked).
     Events {
@@ -96,6 +111,79 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Write a new plugin crate, ready to build, with a configuration that
+    /// loads it, sample events and a test; print how to build and run it.
+    ///
+    /// The crate depends on this checkout's plugin-api by path (or on
+    /// --api-path, or a registry's with --api-version). An existing
+    /// directory is never overwritten. Needs no configuration file.
+    NewPlugin {
+        /// The crate's and the plugin's name (letters, digits, `_`, `-`).
+        name: String,
+        /// Create the crate in this directory (made if missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Depend on the plugin-api crate in this directory (e.g. a vendored copy).
+        #[arg(long, value_name = "DIR", conflicts_with = "api_version")]
+        api_path: Option<PathBuf>,
+        /// Depend on plugin-api from a registry; without REQ, the version
+        /// requirement this host accepts.
+        #[arg(long, value_name = "REQ", num_args = 0..=1)]
+        api_version: Option<Option<String>>,
+    },
+    /// Print the shell completion script for SHELL.
+    ///
+    /// E.g. for bash: `eventhost completions bash > ~/.local/share/bash-completion/completions/eventhost`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one per command into --dir.
+    ///
+    /// `eventhost man | man -l -` reads it.
+    Man {
+        /// Write eventhost.1 and a page per subcommand into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List the plugins: state, library and its checksum, cursor, lag, restarts.
+    List,
+    /// Load the plugin of this name from config.toml (read again), or the
+    /// entry in --entry FILE.
+    Load {
+        #[arg(required_unless_present = "entry")]
+        name: Option<String>,
+        /// A TOML file holding one [[plugins]] entry, loaded instead (its
+        /// relative paths are relative to config.toml's directory).
+        #[arg(long, value_name = "FILE", conflicts_with = "name")]
+        entry: Option<PathBuf>,
+    },
+    /// Stop delivering to the plugin, let it finish, and unload it (its
+    /// cursor is kept for a later load).
+    Unload { name: String },
+    /// Read the plugin's library from disk again and start the new instance
+    /// where the old one stopped.
+    Reload {
+        name: String,
+        /// A TOML file holding the plugin's new [[plugins]] entry (another
+        /// library or table), instead of the one it runs with.
+        #[arg(long, value_name = "FILE")]
+        entry: Option<PathBuf>,
+    },
+    /// Run the plugin again with the same library (e.g. after it failed).
+    Restart { name: String },
+    /// Hold delivery to the plugin.
+    Pause { name: String },
+    /// Resume delivery to the plugin.
+    Resume { name: String },
+    /// Re-read config.toml and apply the difference (as SIGHUP does).
+    ReloadConfig,
+    /// The events the plugin kept failing on (poison = "skip").
+    DeadLetters { name: String },
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -111,11 +199,44 @@ const EXIT_RUNTIME: u8 = 1;
 const EXIT_INPUT: u8 = 2;
 const EXIT_PLUGIN: u8 = 3;
 
+/// The command line's definition, with the version line that names the
+/// plugin-api versions this host loads.
+fn cli_definition() -> clap::Command {
+    Cli::command().version(cli_docs::version())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli_definition().get_matches()).unwrap_or_else(|e| e.exit());
     if let Command::RunPlugin = cli.command {
         // The host passes everything over the socket; no configuration file.
-        return ExitCode::from(eventhost::process::child::run() as u8);
+        return ExitCode::from(eventhost::plugin_runtime::process::child::run() as u8);
+    }
+    if let Command::NewPlugin {
+        name,
+        dir,
+        api_path,
+        api_version,
+    } = cli.command
+    {
+        return new_plugin(name, dir, api_path, api_version);
+    }
+    if let Command::Completions { shell } = cli.command {
+        cli_docs::completions(&mut cli_definition(), shell, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if let Command::Man { dir } = cli.command {
+        return match cli_docs::man(cli_definition(), dir.as_deref(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        };
+    }
+    if let Command::Admin(command) = &cli.command {
+        // Only the [admin] table: a mistake elsewhere in the file is for
+        // the node to refuse (`reload-config`), not for this client.
+        return admin(&cli.config, command);
     }
     let config_path = match &cli.command {
         Command::CheckConfig { file: Some(file) } => file.clone(),
@@ -135,8 +256,61 @@ fn main() -> ExitCode {
         Command::CheckConfig { .. } => check_config(&config),
         Command::Plugins => list_plugins(&config),
         Command::Events { from, limit } => print_events(&config, from, limit),
-        Command::RunPlugin => unreachable!("handled before loading a configuration"),
+        Command::Verify => verify(&config),
+        Command::RunPlugin
+        | Command::Admin(_)
+        | Command::NewPlugin { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled before loading a configuration"),
     }
+}
+
+fn new_plugin(
+    name: String,
+    parent: PathBuf,
+    api_path: Option<PathBuf>,
+    api_version: Option<Option<String>>,
+) -> ExitCode {
+    use eventhost::scaffold::{self, Api};
+    let api = match (api_path, api_version) {
+        (Some(dir), _) => Api::Path(dir),
+        (None, Some(requirement)) => {
+            Api::Version(requirement.unwrap_or_else(Api::default_requirement))
+        }
+        (None, None) => Api::Path(Api::this_checkout()),
+    };
+    let request = scaffold::Request {
+        name,
+        parent,
+        api,
+        target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+    };
+    match scaffold::create(&request) {
+        Ok(created) => {
+            print!("{}", created.summary(&how_to_call_me()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() {
+                EXIT_INPUT
+            } else {
+                EXIT_RUNTIME
+            })
+        }
+    }
+}
+
+/// `eventhost` when this binary was found on PATH, else its full path, so
+/// that a printed command works when pasted.
+fn how_to_call_me() -> String {
+    let called = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&called).components().count() == 1 {
+        return "eventhost".into();
+    }
+    std::env::current_exe()
+        .and_then(|exe| exe.canonicalize())
+        .map_or_else(|_| "eventhost".into(), |exe| exe.display().to_string())
 }
 
 fn init_logging(default_filter: &str) {
@@ -148,92 +322,40 @@ fn init_logging(default_filter: &str) {
         });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(eventhost::progress::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
-fn start(config: &Config, store: &Path) -> Result<Host, ExitCode> {
-    Host::start(config, store).map_err(|e| {
-        for line in e.to_string().lines() {
-            tracing::error!("{line}");
-        }
-        ExitCode::from(match e {
-            StartError::Load(_) | StartError::PluginFailed { .. } => EXIT_PLUGIN,
-            StartError::Store(_) => EXIT_RUNTIME,
-        })
+fn start(config: &Config, store: &Path) -> Result<(Node, event_log::EventLog), ExitCode> {
+    Node::start(config, store).map_err(|e| fail(&e))
+}
+
+/// Logs a node's error, line by line, and gives its exit status.
+fn fail(e: &NodeError) -> ExitCode {
+    for line in e.to_string().lines() {
+        tracing::error!("{line}");
+    }
+    ExitCode::from(if e.is_plugin_failure() {
+        EXIT_PLUGIN
+    } else {
+        EXIT_RUNTIME
     })
 }
 
 fn run(config: &Config) -> ExitCode {
-    let host = match start(config, &config.host.data_dir.join(STORE_FILE)) {
-        Ok(host) => host,
+    // Before any plugin's child process starts: they inherit the limit.
+    eventhost::api::server::descriptors::OpenFiles::raise();
+    let (node, log) = match start(config, &config.host.data_dir.join(STORE_FILE)) {
+        Ok(started) => started,
         Err(code) => return code,
     };
-    let code = match serve(config, &host) {
+    let code = match node.serve(log) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Err(e) => fail(&e),
     };
-    host.shutdown();
+    node.shutdown();
     code
-}
-
-/// Runs the ledger and the HTTP API until a signal, then stops them in
-/// order: no new requests, then the ledger commits what it accepted.
-fn serve(config: &Config, host: &Host) -> Result<(), String> {
-    let services = host.services();
-    let ledger = Ledger::start(
-        services.store.clone(),
-        services.exchange.clone(),
-        services.metrics.clone(),
-        LedgerConfig {
-            max_block_size: config.ledger.max_block_size,
-            block_interval: Duration::from_millis(config.ledger.block_interval_ms),
-        },
-    )
-    .map_err(|e| format!("cannot start the ledger: {e}"))?;
-    let ledger = Arc::new(ledger);
-    let router = api::router(Arc::new(Api {
-        ledger: ledger.clone(),
-        services: services.clone(),
-        plugins: host.plugins().clone(),
-        max_body_bytes: config.api.max_body_bytes,
-    }));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("http")
-        .build()
-        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
-    let served = runtime.block_on(async {
-        let bind = &config.api.bind;
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|e| format!("cannot listen on {bind}: {e}; set [api] bind"))?;
-        let address = listener
-            .local_addr()
-            .map_or_else(|_| bind.clone(), |a| a.to_string());
-        tracing::info!(
-            plugins = host.plugins().len(),
-            "eventhost running; HTTP API on http://{address}; stop it with Ctrl-C or SIGTERM"
-        );
-        api::serve(listener, router, async {
-            match shutdown_signal().await {
-                Ok(signal) => tracing::info!("{signal} received"),
-                Err(e) => tracing::error!("cannot wait for signals: {e}; stopping"),
-            }
-        })
-        .await
-        .map_err(|e| format!("the HTTP API failed: {e}"))
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match Arc::try_unwrap(ledger) {
-        Ok(ledger) => ledger.shutdown(),
-        Err(_) => tracing::warn!("requests still hold the ledger; it stops with the process"),
-    }
-    served
 }
 
 fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
@@ -255,22 +377,26 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let host = match start(config, &log_dir.path().join(STORE_FILE)) {
-        Ok(host) => host,
+    let (node, mut log) = match start(config, &log_dir.path().join(STORE_FILE)) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let watcher_stop = stop.clone();
+    let deadline = config.host.shutdown_timeout + node::STOP_GRACE;
     std::thread::spawn(move || {
-        if let Ok(signal) = wait_for_signal() {
+        if let Ok(signal) = node::wait_for_signal() {
             tracing::info!("{signal} received; stopping the replay");
             watcher_stop.store(true, Ordering::Relaxed);
+            node::exit_after(deadline);
         }
     });
-    let outcome = replay::publish(&host, &source, total, rate, &stop);
+    let mut progress = Progress::start("replay: published", "events", total.map(|t| t as u64));
+    let outcome = replay::publish(&mut log, &source, rate, &stop, &mut progress);
+    let summary = progress.finish();
     let code = match outcome {
-        Ok(published) => {
-            tracing::info!("replay: published {published} events; waiting for plugins to finish");
+        Ok(_) => {
+            tracing::info!("{summary}; waiting for plugins to finish");
             ExitCode::SUCCESS
         }
         Err(e @ replay::ReplayError::BadLine { .. }) => {
@@ -282,30 +408,48 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     };
-    let head = host.services().exchange.head();
-    for p in host.plugins().iter() {
-        let delivered = p.progress().delivered();
-        tracing::debug!(plugin = %p.name(), "received up to event {delivered} of {head}");
+    let head = node.exchange().head();
+    let plugins = node.plugins().list();
+    node.shutdown();
+    // A required plugin that failed for good did not get every event: the
+    // replay did not do its job.
+    let mut code = code;
+    for p in plugins.iter().filter(|p| p.plugin.entry.required) {
+        let finished = p.progress().finished();
+        if let eventhost::plugin_runtime::State::Failed(why) = p.state() {
+            tracing::error!(
+                plugin = %p.name(),
+                "required plugin failed and missed events after {finished} of {head}: {why}"
+            );
+            code = ExitCode::from(EXIT_PLUGIN);
+        }
     }
-    host.shutdown();
     code
 }
 
 fn print_events(config: &Config, from: u64, limit: Option<usize>) -> ExitCode {
     use std::io::Write;
-    let store = match Store::open_with_cache(
-        &config.host.data_dir.join(STORE_FILE),
-        config.host.store_cache_bytes,
-    ) {
-        Ok(store) => store,
+    // Reading only: never creates or changes the store.
+    let store = match Store::open_read_only(&config.host.data_dir.join(STORE_FILE)) {
+        Ok(store) => event_log::Reader::new(Arc::new(store)),
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
     let mut out = std::io::stdout().lock();
-    let mut next = from.max(1);
+    // A log starts later than 1 when retention pruned it, or on an edge
+    // node that started following after the stream's first event.
+    let first = store.first_seq().ok().flatten().unwrap_or(1);
+    let mut next = from.max(first);
     let mut left = limit.unwrap_or(usize::MAX);
+    // Sequence numbers have no gaps, so the count to print is known.
+    let total = store.last_seq().ok().map(|head| {
+        (head + 1)
+            .saturating_sub(next)
+            .min(u64::try_from(left).unwrap_or(u64::MAX))
+    });
+    let mut progress = Progress::start("events: printed", "events", total);
     while left > 0 {
         let batch = match store.read(next, left.min(1024)) {
             Ok(batch) => batch,
@@ -323,17 +467,119 @@ fn print_events(config: &Config, from: u64, limit: Option<usize>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         }
+        progress.add(batch.len() as u64);
     }
+    if out.flush().is_err() {
+        return ExitCode::SUCCESS;
+    }
+    tracing::info!("{}", progress.finish());
     ExitCode::SUCCESS
 }
 
+fn admin(config: &Path, command: &AdminCommand) -> ExitCode {
+    use eventhost::admin::client::{Request, send};
+    use eventhost::config::AdminConfig;
+    let admin = match AdminConfig::load(config) {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let act = |name, action| Request::Act {
+        name,
+        action,
+        entry: None,
+    };
+    let entry = |file: &Path| {
+        eventhost::admin::client::entry_file(file).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INPUT)
+        })
+    };
+    let request = match command {
+        AdminCommand::List => Request::List,
+        AdminCommand::Load {
+            entry: Some(file), ..
+        } => match entry(file) {
+            Ok(entry) => Request::LoadEntry(entry),
+            Err(code) => return code,
+        },
+        AdminCommand::Load { name, .. } => Request::Load(name.as_deref().unwrap_or_default()),
+        AdminCommand::Unload { name } => act(name, "unload"),
+        AdminCommand::Reload {
+            name,
+            entry: Some(file),
+        } => match entry(file) {
+            Ok(entry) => Request::Act {
+                name,
+                action: "reload",
+                entry: Some(entry),
+            },
+            Err(code) => return code,
+        },
+        AdminCommand::Reload { name, .. } => act(name, "reload"),
+        AdminCommand::Restart { name } => act(name, "restart"),
+        AdminCommand::Pause { name } => act(name, "pause"),
+        AdminCommand::Resume { name } => act(name, "resume"),
+        AdminCommand::ReloadConfig => Request::ReloadConfig,
+        AdminCommand::DeadLetters { name } => Request::DeadLetters(name),
+    };
+    match send(config, &admin, request) {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn verify(config: &Config) -> ExitCode {
+    let path = config.host.data_dir.join(STORE_FILE);
+    let started = std::time::Instant::now();
+    let report = match eventhost::verify::verify(&path) {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let summary = format!(
+        "{}: {} blocks, {} transactions, {} events, {} index entries, {} plugin cursors in {:.1} s",
+        path.display(),
+        report.blocks,
+        report.transactions,
+        report.events,
+        report.index_entries,
+        report.cursors,
+        started.elapsed().as_secs_f64()
+    );
+    if report.faults.is_empty() {
+        println!("{summary}: no fault found");
+        ExitCode::SUCCESS
+    } else {
+        for fault in &report.faults {
+            println!("fault: {fault}");
+        }
+        println!("{summary}: {} fault(s)", report.faults.len());
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
 fn check_config(config: &Config) -> ExitCode {
-    let (loaded, failed) = host::load_plugins(config);
+    let (loaded, failed) = plugin_runtime::load_all(config);
     let mut rows = vec![[
         "NAME".to_owned(),
         "STATUS".into(),
         "API".into(),
         "EVENTS".into(),
+        "ISOLATION".into(),
         "FILE".into(),
     ]];
     for entry in &config.plugins {
@@ -343,6 +589,7 @@ fn check_config(config: &Config) -> ExitCode {
                 "ok".into(),
                 p.api_version.to_string(),
                 p.event_types.to_string(),
+                p.isolation.name().into(),
                 p.file.display().to_string(),
             ]);
         } else if let Some(e) = failed.iter().find(|e| e.plugin == entry.name) {
@@ -356,6 +603,7 @@ fn check_config(config: &Config) -> ExitCode {
                 status.into(),
                 "-".into(),
                 "-".into(),
+                "-".into(),
                 e.file
                     .as_ref()
                     .map_or("-".into(), |f| f.display().to_string()),
@@ -363,6 +611,9 @@ fn check_config(config: &Config) -> ExitCode {
         }
     }
     print_table(&rows);
+    for p in loaded.iter().filter(|p| !p.description.is_empty()) {
+        println!("{}: {}", p.entry.name, p.description);
+    }
     for e in &failed {
         println!("error: {e}");
     }
@@ -372,7 +623,28 @@ fn check_config(config: &Config) -> ExitCode {
         loaded.len(),
         failed.len()
     );
-    if failed.is_empty() {
+    // An edge node's source: its credentials too, from the environment
+    // variables the table names, as `run` reads them.
+    let source_ok = match &config.upstream {
+        None => true,
+        Some(upstream) => match upstream.credentials(&|var| std::env::var(var).ok()) {
+            Ok(credentials) => {
+                println!(
+                    "source: {}, as {}",
+                    upstream.describe(),
+                    credentials.describe()
+                );
+                true
+            }
+            Err(e) => {
+                println!("error: {}: {e}", config.source.display());
+                false
+            }
+        },
+    };
+    if !source_ok {
+        ExitCode::from(EXIT_INPUT)
+    } else if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_PLUGIN)
@@ -388,7 +660,7 @@ fn list_plugins(config: &Config) -> ExitCode {
         "RESOLVES TO".into(),
     ]];
     for entry in &config.plugins {
-        let resolved = match plugin_manager::resolve(entry, &config.host.plugin_dirs) {
+        let resolved = match plugin_runtime::resolve(entry, &config.host.plugin_dirs) {
             Ok(file) => file.display().to_string(),
             Err(_) => format!(
                 "not found ({} not in plugin_dirs)",
@@ -433,29 +705,5 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         println!("{}", cells.join("  ").trim_end());
-    }
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<&'static str> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(shutdown_signal())
-}
-
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
-            _ = term.recv() => Ok("SIGTERM"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
     }
 }

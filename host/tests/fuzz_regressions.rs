@@ -1,4 +1,4 @@
-//! Inputs the fuzz targets (host/fuzz, see README "Fuzzing") found failing,
+//! Inputs the fuzz targets (host/fuzz, see docs/fuzzing.md) found failing,
 //! kept as tests of the fixed behaviour so they stay fixed without the
 //! fuzzer.
 
@@ -28,8 +28,8 @@ fn config_errors_quoting_a_name_with_a_control_character_stay_on_one_line() {
     // (an unknown key) and event_types', with C1 and escape characters.
     assert_eq!(
         config_error("\"a\\nb\" = 1\n"),
-        "configuration /etc/eventhost/config.toml: at byte 0: unknown field `a\\nb`, \
-         expected one of `host`, `api`, `ledger`, `plugins`"
+        "configuration /etc/eventhost/config.toml:1:1: unknown field `a\\nb`, \
+         expected one of `host`, `api`, `ledger`, `source`, `admin`, `plugins`"
     );
     assert_eq!(
         config_error("[[plugins]]\nname = \"a\\u0085\"\nevent_types = \"\\u001b[31mX\\u2028Y\"\n"),

@@ -2,8 +2,8 @@
 //! Planetmint Python drivers (tests/fixtures/vectors, see its README), each
 //! with the verdict the reference server code gives.
 
-use eventhost::ledger::state::{self, BlockView, LedgerView, OutputState, StateError};
-use eventhost::ledger::transaction::{OutputRef, Rule, Transaction};
+use eventhost::sources::ledger::state::{self, BlockView, LedgerView, OutputState, StateError};
+use eventhost::sources::ledger::transaction::{OutputRef, Rule, Transaction};
 use eventhost::store::StoreError;
 use serde_json::Value;
 
@@ -107,8 +107,8 @@ fn ids_match_the_drivers() {
 
 #[test]
 fn a_reordered_threshold_fulfillment_cannot_give_a_second_id() {
-    use eventhost::ledger::conditions::Fulfillment;
-    use eventhost::ledger::transaction::id_of;
+    use eventhost::sources::ledger::conditions::Fulfillment;
+    use eventhost::sources::ledger::transaction::id_of;
     let vector = vectors("bigchaindb-2.0")
         .into_iter()
         .find(|v| v["name"] == "transfer-threshold-2of2")

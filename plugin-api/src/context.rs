@@ -5,6 +5,7 @@ use std::fmt::Display;
 use abi_stable::std_types::{RResult, RSlice, RStr, Tuple2};
 use serde::de::DeserializeOwned;
 
+use crate::config::PluginConfig;
 use crate::events::SharedEvent;
 use crate::ffi::{HostContextBox, LogLevel};
 
@@ -40,9 +41,22 @@ impl Context {
 
     /// The plugin's `config` table, deserialized. Use `#[serde(deny_unknown_fields)]`
     /// so that a misspelt key is an error, not a silently ignored setting.
+    /// Since 1.3 the error names the key (`` `limits.max`: … ``) and never
+    /// quotes a string value of the table (it may be a secret).
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_str(self.config_json())
+        crate::config::parse(self.config_json())
             .map_err(|e| format!("invalid config for plugin `{}`: {e}", self.name()))
+    }
+
+    /// Since plugin-api 1.3. The plugin's `config` table, deserialized and
+    /// checked by [`PluginConfig::check`], the same check `check-config`
+    /// runs; the error is worded like [`Context::config`]'s.
+    pub fn checked_config<T: PluginConfig>(&self) -> Result<T, String> {
+        let config: T = self.config()?;
+        config
+            .check()
+            .map_err(|e| format!("invalid config for plugin `{}`: {e}", self.name()))?;
+        Ok(config)
     }
 
     /// Tells the host that the plugin started and is consuming its queue.

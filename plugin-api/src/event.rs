@@ -46,6 +46,25 @@ impl EventType {
     pub fn from_name(name: &str) -> Option<EventType> {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
+
+    /// Since plugin-api 1.3. Every known type as `id = NAME`, comma-separated
+    /// (`1 = BLOCK_VALID, 2 = BLOCK_INVALID`): what error messages list, so
+    /// that a new event type appears in them without editing each one.
+    pub fn known() -> String {
+        let names: Vec<String> = Self::ALL
+            .iter()
+            .map(|t| format!("{} = {}", t.0, t.name()))
+            .collect();
+        names.join(", ")
+    }
+
+    /// What a mask may be written with: each name, each id, or all of them
+    /// (`BLOCK_VALID, BLOCK_INVALID, 1, 2 or 3`).
+    fn accepted() -> String {
+        let mut words: Vec<String> = Self::ALL.iter().map(|t| t.name().to_owned()).collect();
+        words.extend(Self::ALL.iter().map(|t| t.0.to_string()));
+        format!("{} or {}", words.join(", "), EventTypes::ALL.0)
+    }
 }
 
 impl fmt::Debug for EventType {
@@ -175,12 +194,14 @@ impl FromStr for EventTypes {
                 n
             } else {
                 return Err(ParseEventTypesError(format!(
-                    "`{part}` is not an event type (expected BLOCK_VALID, BLOCK_INVALID, 1, 2 or 3)"
+                    "`{part}` is not an event type (expected {})",
+                    EventType::accepted()
                 )));
             };
             mask = EventTypes::from_bits(mask.0 | bits).map_err(|unknown| {
                 ParseEventTypesError(format!(
-                    "`{s}` has unknown event type bits {unknown:#x} (known: 1 = BLOCK_VALID, 2 = BLOCK_INVALID)"
+                    "`{s}` has unknown event type bits {unknown:#x} (known: {})",
+                    EventType::known()
                 ))
             })?;
         }

@@ -64,8 +64,9 @@ impl Event {
         }
         .ok_or_else(|| {
             format!(
-                "unknown event type {:?} (expected BLOCK_VALID, BLOCK_INVALID, 1 or 2)",
-                raw.event_type
+                "unknown event type {:?} (known: {})",
+                raw.event_type,
+                EventType::known()
             )
         })?;
         Ok(Event {

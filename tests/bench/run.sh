@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark command (README "Benchmarks"): builds the workspace in
+# The benchmark command (docs/benchmarks.md): builds the workspace in
 # release mode, then runs the benchmarks. The build comes first because the
 # node binary and the plugin libraries the benchmarks load are not
 # dependencies cargo would build for the bench crate. Arguments go to

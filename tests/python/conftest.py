@@ -45,6 +45,8 @@ class Eventhost:
             'data_dir = "data"\n'
             "shutdown_timeout_ms = 2000\n"
             "[api]\n"
+            'bind = "127.0.0.1:0"\n\n'
+            "[admin]\n"
             'bind = "127.0.0.1:0"\n\n' + plugins
         )
         self.args = tuple(args)

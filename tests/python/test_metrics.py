@@ -70,6 +70,14 @@ def test_counters_match_what_happened(node):
     assert samples[("eventhost_plugin_lag_events", (("plugin", "printer"),))] == 0
     assert samples[("eventhost_plugin_restarts", (("plugin", "printer"),))] == 0
     assert samples[("eventhost_block_commit_seconds_count", ())] == 4
+    # What the dashboards read (docs/operations.md, "Dashboard").
+    assert samples[("eventhost_head_height", ())] == 4
+    assert samples[("eventhost_block_transactions_total", (("type", "BLOCK_VALID"),))] == 4
+    assert samples[("eventhost_block_transactions_total", (("type", "BLOCK_INVALID"),))] == 1
+    assert samples[("eventhost_plugin_state", (("plugin", "printer"), ("state", "running")))] == 1
+    assert samples[("eventhost_plugin_state", (("plugin", "printer"), ("state", "failed")))] == 0
+    assert samples[("eventhost_plugin_dead_letters_total", (("plugin", "printer"),))] == 0
+    assert samples[("eventhost_ready", ())] == 1
     posted = samples[
         ("eventhost_http_requests_total", (("method", "POST"), ("route", "/api/v1/transactions"), ("status", "202")))
     ]

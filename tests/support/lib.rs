@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod broker;
+pub mod browser;
+pub mod nats;
+pub mod node;
 pub mod transactions;
+pub mod ws;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -88,7 +92,7 @@ impl Sandbox {
     /// plugins and stops quickly, followed by `plugins` (TOML text).
     pub fn config(&self, plugins: &str) -> PathBuf {
         let text = format!(
-            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\nrestart_backoff_ms = 10\n\n[api]\nbind = \"127.0.0.1:0\"\n\n{plugins}",
+            "[host]\nplugin_dirs = [{:?}]\nshutdown_timeout_ms = 500\nstartup_timeout_ms = 5000\nrestart_backoff_ms = 10\n\n[api]\nbind = \"127.0.0.1:0\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n{plugins}",
             build_dir().display().to_string()
         );
         self.write("config.toml", &text)
@@ -366,12 +370,25 @@ impl Http {
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        Self::finish(
-            self.agent
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .send(body),
-        )
+        Self::finish(self.send_post(path, body))
+    }
+
+    /// Like [`Http::post`], but a request that gets no answer (the node
+    /// was killed meanwhile) is `None` rather than a panic.
+    pub fn try_post(&self, path: &str, body: &str) -> Option<(u16, Value)> {
+        let response = self.send_post(path, body);
+        response.is_ok().then(|| Self::finish(response))
+    }
+
+    fn send_post(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        self.agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)
     }
 }
 
@@ -402,6 +419,23 @@ pub struct ExternalPlugin<'a> {
 /// every test, and reuse the workspace's Cargo.lock so the dependency
 /// versions match what the host was built with.
 pub fn build_external(plugins: &[ExternalPlugin]) -> Vec<PathBuf> {
+    let file = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    build_crates(plugins, "cdylib", file)
+}
+
+/// Like [`build_external`], for a crate that forgot `crate-type =
+/// ["cdylib"]`: cargo builds it as a Rust library only. Returns its `.rlib`.
+pub fn build_external_rlib(plugin: &ExternalPlugin) -> PathBuf {
+    build_crates(std::slice::from_ref(plugin), "rlib", ("lib", ".rlib")).remove(0)
+}
+
+/// Builds `plugins` with this `crate-type`; returns the library files, named
+/// with this prefix and suffix.
+fn build_crates(
+    plugins: &[ExternalPlugin],
+    crate_type: &str,
+    (prefix, suffix): (&str, &str),
+) -> Vec<PathBuf> {
     static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _serial = LOCK.get_or_init(Default::default).lock();
     let target = repo_root().join("target").join("external-plugins");
@@ -414,7 +448,7 @@ pub fn build_external(plugins: &[ExternalPlugin]) -> Vec<PathBuf> {
         let dir = work.path().join(p.name);
         fs::create_dir_all(dir.join("src")).expect("crate dir");
         let manifest = format!(
-            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\neventhost-plugin-api = {{ path = {api:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n",
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"{crate_type}\"]\n\n[dependencies]\neventhost-plugin-api = {{ path = {api:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n",
             name = p.name,
             api = p.api.display().to_string(),
         );
@@ -456,12 +490,9 @@ pub fn build_external(plugins: &[ExternalPlugin]) -> Vec<PathBuf> {
     plugins
         .iter()
         .map(|p| {
-            target.join("debug").join(format!(
-                "{}{}{}",
-                std::env::consts::DLL_PREFIX,
-                p.name,
-                std::env::consts::DLL_SUFFIX
-            ))
+            target
+                .join("debug")
+                .join(format!("{prefix}{}{suffix}", p.name.replace('-', "_")))
         })
         .collect()
 }

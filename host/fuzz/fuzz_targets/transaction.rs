@@ -5,8 +5,8 @@
 
 #![no_main]
 
-use eventhost::ledger::state::{self, BlockView, LedgerView, StateError};
-use eventhost::ledger::transaction::{Operation, Rule, Transaction, id_of};
+use eventhost::sources::ledger::state::{self, BlockView, LedgerView, StateError};
+use eventhost::sources::ledger::transaction::{Operation, Rule, Transaction, id_of};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -45,3 +45,9 @@ for der_hex, uri in sorted(fulfillments.items()):
 for i, (der_hex, uri) in enumerate(sorted(by_length.values())):
     write(seeds / "fulfillment" / f"der-{i:02}", bytes.fromhex(der_hex))
     write(seeds / "fulfillment" / f"uri-{i:02}", uri.encode())
+
+# Ed25519 edge cases with libsodium's verdicts, as key ‖ signature ‖ message.
+edge = json.loads((repo / "tests/fixtures/vectors/ed25519-edge-cases.json").read_text())
+for case in edge["cases"]:
+    raw = bytes.fromhex(case["public_key"] + case["signature"] + case["message"])
+    write(seeds / "ed25519" / case["name"], raw)

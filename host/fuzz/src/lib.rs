@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use ed25519_dalek::{Signer, SigningKey};
-use eventhost::ledger::conditions::{Details, Fulfillment};
-use eventhost::ledger::state::{BlockView, LedgerView, OutputState};
-use eventhost::ledger::transaction::{OutputRef, Transaction, id_of, signed_message, signing_base};
+use eventhost::sources::ledger::conditions::{Details, Fulfillment};
+use eventhost::sources::ledger::state::{BlockView, LedgerView, OutputState};
+use eventhost::sources::ledger::transaction::{
+    OutputRef, Transaction, id_of, signed_message, signing_base,
+};
 use eventhost::store::StoreError;
 use serde_json::Value;
 

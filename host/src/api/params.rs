@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ApiError;
-use crate::ledger::transaction::Operation;
+use crate::sources::ledger::transaction::Operation;
 
 /// A request's query parameters; every one must be taken, or the request is
 /// refused as naming an unknown parameter (a misspelt filter would
@@ -33,12 +33,26 @@ impl Params {
             .collect()
     }
 
-    pub fn optional(&mut self, name: &str) -> Option<String> {
-        self.values.remove(name).and_then(|mut v| v.pop())
+    /// A single-valued parameter: given twice (`?mode=async&mode=commit`)
+    /// it is refused, rather than one of the values silently winning.
+    pub fn optional(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.values.remove(name) {
+            None => Ok(None),
+            Some(mut values) if values.len() == 1 => Ok(values.pop()),
+            Some(values) => Err(ApiError::bad_request(format!(
+                "{name}: given {} times ({}); give it once",
+                values.len(),
+                values
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     pub fn required(&mut self, name: &str) -> Result<String, ApiError> {
-        self.optional(name).ok_or_else(|| {
+        self.optional(name)?.ok_or_else(|| {
             ApiError::bad_request(format!(
                 "{name}: Missing required parameter in the query string"
             ))
@@ -90,20 +104,24 @@ pub fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
 }
 
 pub fn public_key(value: &str) -> Result<String, ApiError> {
-    let mut key = [0u8; 32];
-    match bs58::decode(value).onto(&mut key) {
-        Ok(32) => Ok(value.to_owned()),
-        _ => Err(ApiError::bad_request(format!(
+    if eventhost_plugin_api::tx::is_public_key(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::bad_request(format!(
             "public_key: Invalid base58 ed25519 key `{value}`"
-        ))),
+        )))
     }
 }
 
-pub fn limit(value: Option<String>) -> Result<usize, ApiError> {
-    match value {
-        None => Ok(0),
+/// `limit=`: absent or 0 (BigchainDB's "no limit", which the drivers
+/// send by default) and anything above `max` mean `max` (`[api]
+/// max_search_results`).
+pub fn limit(value: Option<String>, max: usize) -> Result<usize, ApiError> {
+    let limit: usize = match value {
+        None => 0,
         Some(v) => v.parse().map_err(|_| {
             ApiError::bad_request(format!("limit: `{v}` is not a non-negative integer"))
-        }),
-    }
+        })?,
+    };
+    Ok(if limit == 0 { max } else { limit.min(max) })
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use super::Api;
+use super::{Api, Source};
 
 /// The API this node implements is BigchainDB 2.x's, documented there.
 const DOCS: &str = "https://docs.bigchaindb.com/projects/server/en/v2.2.2/";
@@ -16,31 +16,44 @@ const DOCS_V1: &str =
 /// The v1 object, with paths under `prefix`. Stream URLs appear only when a
 /// loaded plugin advertises them: BigchainDB's clients look for `streams`
 /// and `_links.streams_v1`, Planetmint's for `streams` and `streamedblocks`.
+/// An edge node lists its own streams only, and where the ledger node is
+/// (when configured): it serves none of the ledger's routes.
 fn v1(api: &Api, prefix: &str) -> Value {
-    let mut v1 = json!({
-        "assets": format!("{prefix}/assets/"),
-        "blocks": format!("{prefix}/blocks/"),
-        "docs": DOCS_V1,
-        "metadata": format!("{prefix}/metadata/"),
-        "outputs": format!("{prefix}/outputs/"),
-        "transactions": format!("{prefix}/transactions/"),
-        "validators": format!("{prefix}/validators"),
-    });
+    let mut v1 = match &api.source {
+        Source::Ledger(_) => json!({
+            "assets": format!("{prefix}/assets/"),
+            "blocks": format!("{prefix}/blocks/"),
+            "docs": DOCS_V1,
+            "metadata": format!("{prefix}/metadata/"),
+            "outputs": format!("{prefix}/outputs/"),
+            "transactions": format!("{prefix}/transactions/"),
+            "validators": format!("{prefix}/validators"),
+        }),
+        Source::Edge(status) => json!({
+            "docs": DOCS_V1,
+            "ledger": status.ledger_url(),
+        }),
+    };
     for rel in ["streams", "streamedblocks"] {
-        if let Some(link) = api.services.advertised.get(rel) {
+        if let Some(link) = api.advertised.get(rel) {
             v1[rel] = Value::String(link.url);
         }
     }
-    if let Some(link) = api.services.advertised.get("streams_v1") {
+    if let Some(link) = api.advertised.get("streams_v1") {
         v1["_links"] = json!({ "streams_v1": link.url });
     }
     v1
 }
 
 pub async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
+    let role = match api.source {
+        Source::Ledger(_) => "ledger",
+        Source::Edge(_) => "edge",
+    };
     Json(json!({
         "api": { "v1": v1(&api, "/api/v1") },
         "docs": DOCS,
+        "role": role,
         "software": "eventhost",
         "version": env!("CARGO_PKG_VERSION"),
     }))

@@ -6,17 +6,21 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Api;
-use crate::plugin_manager::{self, State as PluginState};
+use crate::plugin_runtime;
 
-/// Counts and times every request, by the route it matched.
+/// Counts and times every request, by the route it matched. Every label
+/// comes from a closed set: a label taken from the request as sent (30,000
+/// requests with random 1,000-character methods) grew the node by 90 MB
+/// for good, one series each.
 pub async fn measure(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
+    // Route templates (`/api/v1/transactions/{id}`), never request paths.
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -24,7 +28,7 @@ pub async fn measure(State(api): State<Arc<Api>>, request: Request, next: Next) 
         .to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let metrics = &api.services.metrics;
+    let metrics = &api.metrics;
     metrics
         .http_request_seconds
         .get_or_create(&vec![
@@ -43,46 +47,44 @@ pub async fn measure(State(api): State<Arc<Api>>, request: Request, next: Next) 
     response
 }
 
+/// The method's name if it is one of HTTP's (RFC 9110, and PATCH), else
+/// `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Every metric, in the OpenMetrics text format Prometheus scrapes.
 pub async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    let services = &api.services;
-    plugin_manager::report(&api.plugins, services.exchange.head(), &services.metrics);
+    let plugins = api.plugins.list();
+    plugin_runtime::report(&plugins, api.exchange.head(), &api.metrics);
+    let ready = super::readiness(&api.source.health(), &plugins).ok;
+    api.metrics.ready.set(i64::from(ready));
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        services.metrics.encode(),
+        api.metrics.encode(),
     )
         .into_response()
 }
 
-/// Each plugin: what it is, its state, and how far behind it is.
+/// Each plugin: what it is, its state, and how far behind it is (the
+/// admin API's list shows the same).
 pub async fn plugins(State(api): State<Arc<Api>>) -> Json<Value> {
-    let head = api.services.exchange.head();
-    let list = api
-        .plugins
-        .iter()
-        .map(|record| {
-            let plugin = &record.plugin;
-            let progress = record.progress();
-            let state = record.state();
-            json!({
-                "name": record.name(),
-                "file": plugin.file.display().to_string(),
-                "api_version": plugin.api_version.to_string(),
-                "event_types": plugin.event_types.to_string(),
-                "isolation": plugin.entry.isolation.name(),
-                "state": state.name(),
-                "failure": match &state { PluginState::Failed(reason) => Some(reason.clone()), _ => None },
-                "restarts": record.restarts(),
-                "last_error": record.last_error(),
-                "events_delivered": record.delivered_count(),
-                "last_delivered_seq": progress.delivered(),
-                "queue_depth": progress.queued(),
-                "lag": head.saturating_sub(progress.delivered()),
-            })
-        })
-        .collect();
-    Json(Value::Array(list))
+    let head = api.exchange.head();
+    Json(Value::Array(
+        api.plugins.list().iter().map(|r| r.status(head)).collect(),
+    ))
 }

@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::Api;
 use super::error::ApiError;
 use super::params::{self, Params};
-use crate::ledger::transaction::Transaction;
-use crate::ledger::{Mode, Outcome};
+use crate::sources::ledger::transaction::Transaction;
+use crate::sources::ledger::{LedgerError, Mode, Outcome};
 
 pub(super) type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
@@ -53,19 +53,12 @@ pub async fn post(
     pairs: QueryPairs,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tables = api.tables()?;
     let mut params = query(pairs)?;
-    let mode = mode(params.optional("mode"))?;
+    let mode = mode(params.optional("mode")?)?;
     params.finish()?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is larger than this node accepts ({} bytes, [api] max_body_bytes)",
-                api.max_body_bytes
-            ),
-        ),
-        status => ApiError::new(status, format!("request body: {e}")),
-    })?;
+    // The server read the body within [api] max_body_bytes already.
+    let body = body.map_err(|e| ApiError::new(e.status(), format!("request body: {e}")))?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Failed to decode JSON object: {e}")))?;
     // A body this small holds a signature or two, checked in well under
@@ -79,7 +72,7 @@ pub async fn post(
             .await
             .map_err(ApiError::internal)?
     };
-    let metrics = &api.services.metrics;
+    let metrics = &api.metrics;
     let rejected = |rule: &str| {
         metrics
             .transactions_rejected
@@ -94,11 +87,11 @@ pub async fn post(
         ApiError::bad_request(r.to_string())
     })?;
     let echo = tx.json.clone();
-    let outcome = api
+    let outcome = tables
         .ledger
         .submit(tx, mode)
         .await
-        .unwrap_or_else(|_| Outcome::Unavailable("the ledger stopped".into()));
+        .unwrap_or_else(|_| Outcome::Unavailable(Arc::new(LedgerError::Stopped)));
     match outcome {
         Outcome::Accepted | Outcome::Committed { .. } => {
             let mode = format!("{mode:?}").to_lowercase();
@@ -114,7 +107,7 @@ pub async fn post(
         }
         Outcome::Unavailable(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the transaction was not accepted: {reason}"),
+            reason.to_string(),
         )),
     }
 }
@@ -123,12 +116,8 @@ pub async fn get(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match api
-        .services
-        .store
-        .transaction(&id)
-        .map_err(ApiError::internal)?
-    {
+    let chain = api.tables()?.chain.clone();
+    match api.reads.light(move || Ok(chain.transaction(&id)?)).await? {
         Some(tx) => Ok(([(header::CONTENT_TYPE, "application/json")], tx.json).into_response()),
         None => Err(ApiError::not_found()),
     }
@@ -138,7 +127,7 @@ pub async fn get(
 pub async fn list(State(api): State<Arc<Api>>, pairs: QueryPairs) -> Result<Response, ApiError> {
     let mut params = query(pairs)?;
     let mut assets: Vec<String> = params
-        .optional("asset_id")
+        .optional("asset_id")?
         .into_iter()
         .chain(params.all("asset_ids"))
         .map(|a| params::txid("asset_id", &a))
@@ -150,23 +139,25 @@ pub async fn list(State(api): State<Arc<Api>>, pairs: QueryPairs) -> Result<Resp
         ));
     }
     let operation = params
-        .optional("operation")
+        .optional("operation")?
         .map(|op| params::operation(&op))
         .transpose()?;
     let last_only = params
-        .optional("last_tx")
+        .optional("last_tx")?
         .map(|v| params::boolean("last_tx", &v))
         .transpose()?
         .unwrap_or(false);
     params.finish()?;
-    let mut found = Vec::new();
-    for asset in &assets {
-        let txs = api
-            .services
-            .store
-            .asset_transactions(asset, operation, last_only)
-            .map_err(ApiError::internal)?;
-        found.extend(txs);
-    }
+    let chain = api.tables()?.chain.clone();
+    let found = api
+        .reads
+        .heavy(move || {
+            let mut found = Vec::new();
+            for asset in &assets {
+                found.extend(chain.asset_transactions(asset, operation, last_only)?);
+            }
+            Ok(found)
+        })
+        .await?;
     Ok(json_array(&found))
 }

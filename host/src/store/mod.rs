@@ -1,33 +1,44 @@
 //! Durable state in one redb file under the data directory.
 //!
-//! It holds the event log, every published event under its sequence number,
-//! written before any plugin sees it, so a plugin that falls behind (or a
-//! later reader) gets every event back in order; each plugin's cursor, the
-//! last event it finished, so a restarted plugin resumes after it; and the
-//! ledger's chain (see [`chain`]), written in the same transaction as the
-//! events a block produces.
+//! The store is the file and its transactions, nothing more: the tables in
+//! it belong to their users, who define and create them: the event log
+//! ([`crate::event_log`]), the plugins' cursors
+//! ([`crate::plugin_runtime::cursors`]) and the ledger's chain
+//! ([`crate::sources::ledger::chain_store`]). One write transaction can span
+//! several users' tables, which is how a block and its events become durable
+//! together. Every value is sealed with a checksum ([`seal`]).
+//!
+//! The store is where the node meets its disk, so it is where faults are
+//! contained: a panic inside the storage engine is caught here and becomes
+//! an error naming the file; after an I/O error (a full disk), redb refuses
+//! every later write until the database is reopened, so the next use
+//! reopens it, and the node recovers by itself once the disk does.
 
-pub mod chain;
+pub mod seal;
 
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Once, RwLock, RwLockReadGuard};
 
-use eventhost_plugin_api::{BLOCK_VALID, Event};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-
-use crate::codec;
-
-/// seq -> the event, as [`codec::encode_event`] writes it.
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// block hash -> the sequence number of its event (BLOCK_VALID or BLOCK_INVALID).
-const EVENT_BY_HASH: TableDefinition<&str, u64> = TableDefinition::new("event_by_hash");
-/// height -> the sequence number of its BLOCK_VALID event.
-const EVENT_BY_HEIGHT: TableDefinition<u64, u64> = TableDefinition::new("event_by_height");
-/// plugin name -> the sequence number of the last event it finished.
-const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TableDefinition,
+    WriteTransaction,
+};
 
 /// The memory the store keeps of its file unless told otherwise
 /// (`[host] store_cache_mb`).
 pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "eventhost.redb";
+
+/// The store's own records: "format" -> [`FORMAT`].
+const STORE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("store");
+
+/// The layout of the tables. 2: every value sealed with a checksum.
+const FORMAT: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,241 +48,501 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
-    #[error("store {path}: event {seq} is unreadable: {reason}")]
+    #[error("store {path}: {record} is unreadable: {reason}")]
     Corrupt {
         path: PathBuf,
-        seq: u64,
+        /// Which record, e.g. `event 12`.
+        record: String,
         reason: String,
     },
+    #[error(
+        "store {path}: the storage engine hit an internal error ({message}); the file may be damaged (`eventhost verify` checks it)"
+    )]
+    Panicked { path: PathBuf, message: String },
+    #[error("store {path}: {problem}")]
+    Unusable { path: PathBuf, problem: String },
 }
 
-pub struct Store {
-    db: Database,
-    path: PathBuf,
-}
-
-impl Store {
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+impl StoreError {
+    /// Whether the file itself is damaged (as opposed to the disk refusing
+    /// a write for now).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::Db {
+                    source: redb::Error::Corrupted(_),
+                    ..
+                }
+        )
     }
 }
 
+/// What can go wrong inside a transaction, before the store names its file.
+/// Every redb error converts into it, so transaction code uses `?`.
+#[derive(Debug)]
+pub enum TxnError {
+    Db(redb::Error),
+    Corrupt { record: String, reason: String },
+}
+
+impl TxnError {
+    /// A record that cannot be decoded: `record` names it (`event 12`).
+    pub fn corrupt(record: impl Into<String>, reason: impl ToString) -> TxnError {
+        TxnError::Corrupt {
+            record: record.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for TxnError {
+            fn from(e: $error) -> Self {
+                TxnError::Db(e.into())
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::Error,
+    redb::TableError,
+    redb::StorageError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+thread_local! {
+    /// Set while this thread runs storage-engine code under the store's
+    /// guard: a panic there is caught and reported as a [`StoreError`].
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic in it. The process's panic hook stays quiet
+/// for it: the store reports it, once, as an error naming the file.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.get() {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.replace(true);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.set(outer);
+    result
+}
+
+/// How the file is open.
+enum Db {
+    Writable(Database),
+    /// For the commands that only read (`events`, `verify`): never changes
+    /// the file.
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+}
+
+pub struct Store {
+    /// `None` after a failed reopen, until the next one succeeds.
+    db: RwLock<Option<Db>>,
+    path: PathBuf,
+    cache_bytes: usize,
+    /// A failure left redb refusing further writes: reopen before the next use.
+    needs_reopen: AtomicBool,
+}
+
 impl Store {
-    /// Opens the store file, creating it (and its directory) if needed.
+    /// Opens the store file with the default cache, creating it (and its
+    /// directory) if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens the store keeping at most `cache_bytes` of its file in memory.
-    /// redb's own default is 1 GiB, which a node serving a long replay
-    /// from the log filled (benchmark row 5): the kernel's page cache
+    /// Opens the store keeping at most `cache_bytes` of its file in memory,
+    /// creating it if there is none. A file that is there but empty, or is
+    /// not an eventhost store of this format, is refused: a damaged store
+    /// must not silently become a new, empty ledger.
+    ///
+    /// redb's own cache default is 1 GiB, which a node serving a long
+    /// replay from the log filled (benchmark row 5): the kernel's page cache
     /// holds the file anyway, and is shared and reclaimable.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let db_err = |source: redb::Error| StoreError::Db {
+        let store = Store {
+            db: RwLock::new(None),
             path: path.to_owned(),
-            source,
+            cache_bytes,
+            needs_reopen: AtomicBool::new(false),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| db_err(redb::Error::Io(e)))?;
-        }
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => db_err(redb::Error::Io(std::io::Error::other(
-                "it is in use by another process (is an eventhost running on this data directory?)",
-            ))),
-            other => db_err(other.into()),
-        })?;
-        // Create the tables up front so readers never meet a missing table.
-        let txn = db.begin_write().map_err(|e| db_err(e.into()))?;
-        txn.open_table(EVENTS).map_err(|e| db_err(e.into()))?;
-        txn.open_table(CURSORS).map_err(|e| db_err(e.into()))?;
-        txn.open_table(EVENT_BY_HASH)
-            .map_err(|e| db_err(e.into()))?;
-        txn.open_table(EVENT_BY_HEIGHT)
-            .map_err(|e| db_err(e.into()))?;
-        chain::create_tables(&txn).map_err(db_err)?;
-        txn.commit().map_err(|e| db_err(e.into()))?;
-        Ok(Store {
-            db,
+        let db = store.open_writable()?;
+        *store.db.write().unwrap_or_else(|e| e.into_inner()) = Some(Db::Writable(db));
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only; the file is never created
+    /// or changed.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            db: RwLock::new(None),
             path: path.to_owned(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            needs_reopen: AtomicBool::new(false),
+        };
+        store.check_file(false)?;
+        let db = guarded(|| {
+            redb::Builder::new()
+                .set_cache_size(store.cache_bytes)
+                .open_read_only(path)
+        })
+        .map_err(|panic| store.panicked(&*panic))?
+        .map_err(|e| store.open_error(e))?;
+        let db = Db::ReadOnly(db);
+        store.contained(|| store.check_format(&db, false))?;
+        *store.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
+        Ok(store)
+    }
+
+    fn unusable(&self, problem: impl Into<String>) -> StoreError {
+        StoreError::Unusable {
+            path: self.path.clone(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Refuses what cannot be a store: a directory, a FIFO, an empty file.
+    /// Returns whether the file exists.
+    fn check_file(&self, may_create: bool) -> Result<bool, StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if !m.is_file() => Err(self.unusable(
+                "is not a regular file; set [host] data_dir to a directory for eventhost's files",
+            )),
+            Ok(m) if m.len() == 0 => Err(self.unusable(
+                "is empty (0 bytes): it was truncated or never written. Restore it from a backup, \
+                 or move it away to start a new, empty ledger",
+            )),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self
+                .unusable("does not exist: nothing to read (has a node run with this data_dir?)")),
+            Err(e) => Err(self.unusable(format!("cannot be read: {e}"))),
+        }
+    }
+
+    fn open_error(&self, e: redb::DatabaseError) -> StoreError {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => self.unusable(
+                "it is in use by another process (is an eventhost running on this data directory?)",
+            ),
+            redb::DatabaseError::RepairAborted => {
+                self.unusable("it needs a repair after an unclean shutdown, which was aborted")
+            }
+            other => StoreError::Db {
+                path: self.path.clone(),
+                source: other.into(),
+            },
+        }
+    }
+
+    fn open_writable(&self) -> Result<Database, StoreError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                self.unusable(format!(
+                    "cannot create its directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let existed = self.check_file(true)?;
+        let db = guarded(|| {
+            Database::builder()
+                .set_cache_size(self.cache_bytes)
+                .create(&self.path)
+        })
+        .map_err(|panic| self.panicked(&*panic))?
+        .map_err(|e| self.open_error(e))?;
+        let db = Db::Writable(db);
+        self.contained(|| self.check_format(&db, existed))?;
+        let Db::Writable(db) = db else {
+            unreachable!("opened writable above")
+        };
+        Ok(db)
+    }
+
+    /// Checks the format marker of an existing store, or writes it into a
+    /// new one. A file with no tables at all is new (a crash can leave one
+    /// between creating the file and the first commit).
+    fn check_format(&self, db: &Db, existed: bool) -> Result<(), StoreError> {
+        let key = "format";
+        let found = {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let read = || -> Result<Option<u64>, TxnError> {
+                let table = match txn.open_table(STORE_META) {
+                    Ok(table) => table,
+                    Err(redb::TableError::TableDoesNotExist(_)) => {
+                        let empty = txn.list_tables()?.next().is_none();
+                        return Ok(if empty { None } else { Some(0) });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(v) = table.get(key)? else {
+                    return Ok(Some(0));
+                };
+                let bytes = seal::unseal::<&str>("store", &key, v.value(), || "format".into())?;
+                Ok(Some(u64::from_le_bytes(bytes.try_into().map_err(
+                    |_| TxnError::corrupt("format", "not an 8-byte number"),
+                )?)))
+            };
+            read().map_err(|e| self.err(e))?
+        };
+        match (found, db) {
+            (Some(FORMAT), _) => Ok(()),
+            (None, Db::Writable(db)) => {
+                if existed {
+                    tracing::warn!(
+                        "store {} holds no tables yet; initialising it",
+                        self.path.display()
+                    );
+                }
+                let txn = db.begin_write().map_err(|e| self.err(e))?;
+                let write = || -> Result<(), TxnError> {
+                    let mut table = txn.open_table(STORE_META)?;
+                    table.insert(
+                        key,
+                        seal::seal::<&str>("store", &key, &FORMAT.to_le_bytes()).as_slice(),
+                    )?;
+                    Ok(())
+                };
+                write().map_err(|e| self.err(e))?;
+                txn.commit().map_err(|e| self.err(e))
+            }
+            (None, Db::ReadOnly(_)) => Err(self.unusable("holds no data yet")),
+            (Some(0), _) => Err(self.unusable(
+                "is not an eventhost store of this version (it has tables but no format \
+                 marker; stores written before format 2 have no checksums): point [host] \
+                 data_dir elsewhere, or move the file away to start a new ledger",
+            )),
+            (Some(other), _) => Err(self.unusable(format!(
+                "has format {other}, but this eventhost reads format {FORMAT}"
+            ))),
+        }
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Names an error from inside a transaction with the store's file.
+    pub fn err(&self, error: impl Into<TxnError>) -> StoreError {
+        match error.into() {
+            TxnError::Db(source) => StoreError::Db {
+                path: self.path.clone(),
+                source,
+            },
+            TxnError::Corrupt { record, reason } => StoreError::Corrupt {
+                path: self.path.clone(),
+                record,
+                reason,
+            },
+        }
+    }
+
+    fn panicked(&self, payload: &(dyn std::any::Any + Send)) -> StoreError {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        self.needs_reopen.store(true, Ordering::Release);
+        let e = StoreError::Panicked {
+            path: self.path.clone(),
+            message,
+        };
+        tracing::error!("{e}");
+        e
+    }
+
+    /// Runs `f`, turning a panic inside it (in redb) into an error.
+    fn contained<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = guarded(f).unwrap_or_else(|p| Err(self.panicked(&*p)));
+        if let Err(StoreError::Db { source, .. }) = &result
+            && matches!(
+                source,
+                redb::Error::Io(_)
+                    | redb::Error::PreviousIo
+                    | redb::Error::LockPoisoned(_)
+                    | redb::Error::DatabaseClosed
+            )
+        {
+            self.needs_reopen.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// The open database, reopened first if a failure left it refusing work.
+    fn db(&self) -> Result<RwLockReadGuard<'_, Option<Db>>, StoreError> {
+        if self.needs_reopen.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        Ok(self.db.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if !self.needs_reopen.load(Ordering::Acquire) {
+            return Ok(()); // another thread reopened it meanwhile
+        }
+        if let Some(Db::ReadOnly(_)) = &*slot {
+            self.needs_reopen.store(false, Ordering::Release);
+            return Ok(());
+        }
+        // Closing releases the file and its lock at once, even while read
+        // transactions are alive (their reads then fail, and are retried).
+        drop(slot.take());
+        let db = self.open_writable()?;
+        *slot = Some(Db::Writable(db));
+        self.needs_reopen.store(false, Ordering::Release);
+        tracing::debug!("store {} reopened", self.path.display());
+        Ok(())
+    }
+
+    fn closed(&self) -> StoreError {
+        self.needs_reopen.store(true, Ordering::Release);
+        StoreError::Db {
+            path: self.path.clone(),
+            source: redb::Error::DatabaseClosed,
+        }
+    }
+
+    /// Runs `read` in one read transaction: a consistent view.
+    pub fn read<T>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, TxnError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.begin_read()?;
+        self.contained(|| read(&txn).map_err(|e| self.err(e)))
+    }
+
+    /// A read transaction that outlives the call, for a view held across
+    /// many reads (the ledger's snapshot of committed state).
+    pub fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        self.contained(|| {
+            let db = self.db()?;
+            let db = db.as_ref().ok_or_else(|| self.closed())?;
+            db.begin_read().map_err(|e| self.err(e))
         })
     }
 
-    pub(crate) fn err(&self, source: impl Into<redb::Error>) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            source: source.into(),
-        }
+    /// Runs `write` in one write transaction and commits it durably; on an
+    /// error nothing of it is written.
+    pub fn write<T>(
+        &self,
+        write: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
+    ) -> Result<T, StoreError> {
+        self.contained(|| {
+            let txn = {
+                let db = self.db()?;
+                match db.as_ref() {
+                    Some(Db::Writable(db)) => db.begin_write().map_err(|e| self.err(e))?,
+                    Some(Db::ReadOnly(_)) => {
+                        return Err(self.unusable("is open for reading only"));
+                    }
+                    None => return Err(self.closed()),
+                }
+            };
+            let value = write(&txn).map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
+            Ok(value)
+        })
     }
-
-    /// The sequence number of the newest event, 0 if there is none.
-    pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
-        let last = table.last().map_err(|e| self.err(e))?;
-        Ok(last.map_or(0, |(k, _)| k.value()))
-    }
-
-    /// Numbers the events after the newest one and writes them durably in
-    /// one transaction; on return their `seq` fields are set.
-    pub fn append(&self, events: &mut [Event]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        append_events(&txn, events).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
-    }
-
-    /// Up to `max` events with `seq >= from`, in order.
-    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(EVENTS).map_err(|e| self.err(e))?;
-        let mut events = Vec::new();
-        for entry in table.range(from..).map_err(|e| self.err(e))?.take(max) {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            let seq = k.value();
-            let event =
-                codec::decode_event(seq, v.value()).map_err(|reason| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    seq,
-                    reason,
-                })?;
-            events.push(event);
-        }
-        Ok(events)
-    }
-}
-
-impl Store {
-    /// The sequence number of a block's event: `id` is a block hash, or a
-    /// height (its BLOCK_VALID event).
-    pub fn find_event(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        if let Ok(height) = id.parse::<u64>() {
-            let table = txn.open_table(EVENT_BY_HEIGHT).map_err(|e| self.err(e))?;
-            let found = table.get(height).map_err(|e| self.err(e))?;
-            return Ok(found.map(|v| v.value()));
-        }
-        let table = txn.open_table(EVENT_BY_HASH).map_err(|e| self.err(e))?;
-        let found = table.get(id).map_err(|e| self.err(e))?;
-        Ok(found.map(|v| v.value()))
-    }
-
-    /// The last event the plugin finished, if it ever ran against this store.
-    pub fn cursor(&self, plugin: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(CURSORS).map_err(|e| self.err(e))?;
-        let value = table.get(plugin).map_err(|e| self.err(e))?;
-        Ok(value.map(|v| v.value()))
-    }
-
-    /// Records where each plugin got to, in one durable transaction.
-    pub fn save_cursors(&self, cursors: &[(&str, u64)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut table = txn.open_table(CURSORS).map_err(|e| self.err(e))?;
-            for (plugin, seq) in cursors {
-                table.insert(*plugin, *seq).map_err(|e| self.err(e))?;
-            }
-        }
-        txn.commit().map_err(|e| self.err(e))
-    }
-}
-
-/// Appends `events` to the log inside `txn`, numbering them.
-pub(crate) fn append_events(
-    txn: &redb::WriteTransaction,
-    events: &mut [Event],
-) -> Result<(), redb::Error> {
-    let mut table = txn.open_table(EVENTS)?;
-    let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
-    let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
-    let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
-    let mut buf = Vec::new();
-    for event in events.iter_mut() {
-        seq += 1;
-        event.seq = seq;
-        codec::encode_event(event, &mut buf);
-        table.insert(seq, buf.as_slice())?;
-        by_hash.insert(event.block_hash.as_str(), seq)?;
-        if event.event_type == BLOCK_VALID {
-            by_height.insert(event.height, seq)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{RString, RVec};
-    use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
+    use redb::ReadableTableMetadata;
 
-    fn event(height: u64, invalid: bool) -> Event {
-        Event {
-            event_type: if invalid { BLOCK_INVALID } else { BLOCK_VALID },
-            seq: 0,
-            height,
-            block_hash: format!("hash{height}").into(),
-            timestamp_ms: 1000 + height,
-            transactions: vec![RString::from(format!("{{\"h\":{height}}}"))].into(),
-            rejections: if invalid {
-                vec![Rejection {
-                    transaction_id: "t".into(),
-                    reason: "r".into(),
-                }]
-                .into()
-            } else {
-                RVec::new()
-            },
-        }
+    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/s.redb")).unwrap();
+        store
+            .write(|txn| {
+                txn.open_table(T)?.insert(1, 1)?;
+                Ok(())
+            })
+            .unwrap();
+        let failed: Result<(), StoreError> = store.write(|txn| {
+            txn.open_table(T)?.insert(2, 2)?;
+            Err(TxnError::corrupt("record 2", "refused"))
+        });
+        let message = failed.unwrap_err().to_string();
+        assert!(
+            message.contains("s.redb: record 2 is unreadable: refused"),
+            "{message}"
+        );
+        let count = store.read(|txn| Ok(txn.open_table(T)?.len()?)).unwrap();
+        assert_eq!(count, 1);
     }
 
     #[test]
-    fn appends_numbers_and_reads_back_across_reopen() {
+    fn a_panic_in_a_transaction_is_an_error_and_the_store_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/store.redb");
-        let mut batch = vec![event(1, false), event(1, true), event(2, false)];
-        {
-            let store = Store::open(&path).unwrap();
-            assert_eq!(store.last_seq().unwrap(), 0);
-            store.append(&mut batch).unwrap();
-            assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.last_seq().unwrap(), 3);
-        assert_eq!(store.read(1, 10).unwrap(), batch);
-        assert_eq!(store.read(2, 1).unwrap(), batch[1..2]);
-        let mut more = vec![event(3, false)];
-        store.append(&mut more).unwrap();
-        assert_eq!(more[0].seq, 4);
-        assert!(store.read(5, 10).unwrap().is_empty());
-        assert_eq!(
-            store.find_event("hash1").unwrap(),
-            Some(2),
-            "the later event of a hash"
-        );
-        assert_eq!(store.find_event("2").unwrap(), Some(3));
-        assert_eq!(
-            store.find_event("1").unwrap(),
-            Some(1),
-            "a height finds its BLOCK_VALID"
-        );
-        assert_eq!(store.find_event("nope").unwrap(), None);
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let panicked: Result<(), StoreError> = store.write(|_| panic!("engine bug"));
+        let message = panicked.unwrap_err().to_string();
+        assert!(message.contains("internal error (engine bug)"), "{message}");
+        store
+            .write(|txn| {
+                txn.open_table(T)?.insert(1, 1)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.read(|txn| Ok(txn.open_table(T)?.len()?)).unwrap(), 1);
     }
 
     #[test]
-    fn cursors_survive_reopen() {
+    fn an_empty_or_foreign_file_is_refused_and_read_only_never_creates() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
+        let empty = dir.path().join("empty.redb");
+        std::fs::write(&empty, b"").unwrap();
+        let e = Store::open(&empty).err().unwrap().to_string();
+        assert!(e.contains("is empty (0 bytes)"), "{e}");
+
+        let foreign = dir.path().join("foreign.redb");
         {
-            let store = Store::open(&path).unwrap();
-            assert_eq!(store.cursor("a").unwrap(), None);
-            store.save_cursors(&[("a", 3), ("b", 0)]).unwrap();
-            store.save_cursors(&[("a", 5)]).unwrap();
+            let db = Database::create(&foreign).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(T).unwrap().insert(1, 1).unwrap();
+            txn.commit().unwrap();
         }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.cursor("a").unwrap(), Some(5));
-        assert_eq!(store.cursor("b").unwrap(), Some(0));
+        let e = Store::open(&foreign).err().unwrap().to_string();
+        assert!(e.contains("not an eventhost store"), "{e}");
+
+        let missing = dir.path().join("missing.redb");
+        let e = Store::open_read_only(&missing).err().unwrap().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(!missing.exists());
+
+        let path = dir.path().join("s.redb");
+        drop(Store::open(&path).unwrap());
+        let reader = Store::open_read_only(&path).unwrap();
+        assert!(reader.write(|_| Ok(())).is_err());
+        let e = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("is not a regular file"), "{e}");
     }
 }

@@ -1,11 +1,12 @@
 //! The plugin's `[plugins.config]` table, checked once at start so that a
 //! mistake is reported then, by name, rather than found while publishing.
 
-use std::time::Duration;
-
 use lapin::ExchangeKind;
 use lapin::types::ShortString;
+use plugin_support::transaction::MAX_OPERATION_LEN;
 use serde::Deserialize;
+
+pub use plugin_support::Format;
 
 use crate::broker_url::BrokerUrl;
 
@@ -74,27 +75,6 @@ impl ExchangeType {
     }
 }
 
-/// What one message carries.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One message per event: the event's JSON form.
-    Block,
-    /// One message per committed transaction, in the shape of BigchainDB's
-    /// valid_transactions stream. BLOCK_INVALID events stay block messages.
-    Transaction,
-}
-
-impl Format {
-    /// The name as configured.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Block => "block",
-            Format::Transaction => "transaction",
-        }
-    }
-}
-
 /// The routing key of each kind of message.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -115,27 +95,25 @@ impl Default for RoutingKeys {
     }
 }
 
-/// A checked configuration.
+/// A checked configuration: what the link needs.
 pub struct Settings {
     pub broker: BrokerUrl,
     pub exchange: ShortString,
     pub exchange_type: ExchangeType,
     pub format: Format,
     pub routing_keys: RoutingKeys,
-    pub max_unconfirmed_events: usize,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
 }
 
 /// The placeholder in `routing_keys.transaction`.
 pub const OPERATION: &str = "{operation}";
 
-/// The longest operation name put in a routing key; longer ones read `unknown`.
-pub const MAX_OPERATION_LEN: usize = 32;
-
 impl Config {
-    /// Checks every setting; `env` looks up environment variables.
-    pub fn check(self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+    /// Checks every setting; `env` looks up environment variables. Returns
+    /// the link's settings and the publishing core's.
+    pub fn check(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Settings, plugin_support::Settings), String> {
         let broker = BrokerUrl::resolve(self.url.as_deref(), self.url_env.as_deref(), env)?;
         if self.exchange.is_empty() {
             return Err("`exchange` must not be empty".to_owned());
@@ -150,25 +128,20 @@ impl Config {
             &keys.transaction,
             operations * MAX_OPERATION_LEN,
         )?;
-        if self.max_unconfirmed_events == 0 {
-            return Err("`max_unconfirmed_events` must be at least 1".to_owned());
-        }
-        if self.reconnect_initial_ms == 0 || self.reconnect_initial_ms > self.reconnect_max_ms {
-            return Err(format!(
-                "`reconnect_initial_ms` ({}) must be at least 1 and at most `reconnect_max_ms` ({})",
-                self.reconnect_initial_ms, self.reconnect_max_ms
-            ));
-        }
-        Ok(Settings {
+        let bridge = plugin_support::Settings::check(
+            self.max_unconfirmed_events,
+            self.reconnect_initial_ms,
+            self.reconnect_max_ms,
+            "amqp",
+        )?;
+        let settings = Settings {
             broker,
             exchange,
             exchange_type: self.exchange_type,
             format: self.format,
             routing_keys: self.routing_keys,
-            max_unconfirmed_events: self.max_unconfirmed_events,
-            reconnect_initial: Duration::from_millis(self.reconnect_initial_ms),
-            reconnect_max: Duration::from_millis(self.reconnect_max_ms),
-        })
+        };
+        Ok((settings, bridge))
     }
 }
 
@@ -188,21 +161,23 @@ fn short_string(key: &str, value: &str, room: usize) -> Result<ShortString, Stri
 mod tests {
     use super::*;
 
-    fn check(toml_json: serde_json::Value) -> Result<Settings, String> {
+    use std::time::Duration;
+
+    fn check(toml_json: serde_json::Value) -> Result<(Settings, plugin_support::Settings), String> {
         let config: Config = serde_json::from_value(toml_json).map_err(|e| e.to_string())?;
         config.check(|_| None)
     }
 
     #[test]
     fn an_empty_table_gives_the_documented_defaults() {
-        let s = check(serde_json::json!({})).unwrap();
+        let (s, bridge) = check(serde_json::json!({})).unwrap();
         assert_eq!(s.exchange.as_str(), "eventhost");
         assert_eq!(s.exchange_type, ExchangeType::Topic);
         assert_eq!(s.format, Format::Block);
         assert_eq!(s.routing_keys, RoutingKeys::default());
-        assert_eq!(s.max_unconfirmed_events, 256);
-        assert_eq!(s.reconnect_initial, Duration::from_millis(500));
-        assert_eq!(s.reconnect_max, Duration::from_secs(30));
+        assert_eq!(bridge.max_unconfirmed_events, 256);
+        assert_eq!(bridge.reconnect_initial, Duration::from_millis(500));
+        assert_eq!(bridge.reconnect_max, Duration::from_secs(30));
     }
 
     #[test]

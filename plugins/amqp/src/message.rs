@@ -8,9 +8,9 @@
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use serde::Deserialize;
+use plugin_support::transaction::Summary;
 
-use crate::config::{Format, MAX_OPERATION_LEN, OPERATION, RoutingKeys};
+use crate::config::{Format, OPERATION, RoutingKeys};
 
 /// One message to publish.
 pub struct Message {
@@ -41,52 +41,12 @@ pub fn messages(event: &Event, format: Format, keys: &RoutingKeys) -> Vec<Messag
     }]
 }
 
-/// The fields of a transaction a transaction message needs. Other fields are
-/// ignored; missing ones are `null` (the host publishes only validated
-/// transactions, but `eventhost replay` publishes whatever a file holds).
-#[derive(Deserialize, Default)]
-struct TransactionFields {
-    id: Option<String>,
-    operation: Option<String>,
-    /// BigchainDB 2.0: `{"data": …}` in a CREATE, `{"id": …}` in a TRANSFER.
-    asset: Option<AssetRef>,
-    /// Planetmint 3.0: a list of those.
-    assets: Option<Vec<AssetRef>>,
-}
-
-#[derive(Deserialize)]
-struct AssetRef {
-    id: Option<String>,
-}
-
 fn transaction_message(event: &Event, index: usize, tx: &str, keys: &RoutingKeys) -> Message {
-    let fields: TransactionFields = serde_json::from_str(tx).unwrap_or_default();
-    let operation = fields
-        .operation
-        .as_deref()
-        .filter(|op| {
-            !op.is_empty()
-                && op.len() <= MAX_OPERATION_LEN
-                && op.chars().all(|c| c.is_ascii_alphabetic())
-        })
-        .map_or_else(|| "unknown".to_owned(), str::to_ascii_lowercase);
-    let asset_id = if operation == "create" {
-        fields.id.clone()
-    } else {
-        let first = fields
-            .asset
-            .or_else(|| fields.assets.and_then(|a| a.into_iter().next()));
-        first.and_then(|a| a.id)
-    };
-    let body = serde_json::json!({
-        "transaction_id": fields.id,
-        "asset_id": asset_id,
-        "height": event.height,
-    });
+    let summary = Summary::of(tx);
     Message {
         // The configuration left room for the operation wherever it goes.
-        routing_key: ShortString::from(keys.transaction.replace(OPERATION, &operation)),
-        body: body.to_string().into_bytes(),
+        routing_key: ShortString::from(keys.transaction.replace(OPERATION, &summary.operation)),
+        body: summary.body(event),
         properties: properties(event, format!("{}:{index}", event.seq)),
     }
 }
@@ -250,7 +210,8 @@ mod tests {
         let null = serde_json::Value::Null;
         assert_eq!(got[0].0, "tx.unknown");
         assert_eq!(got[0].1["transaction_id"], null);
-        assert_eq!(got[1].0, "tx.burn");
+        // Without an id a transaction cannot be read: its operation neither.
+        assert_eq!(got[1].0, "tx.unknown");
         assert_eq!(got[1].1["asset_id"], null);
         assert_eq!(got[2].0, "tx.unknown");
         assert_eq!(got[2].1["transaction_id"], "x");

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -24,8 +25,11 @@ use crate::config::Config;
 use crate::handshake::{self, Upgraded};
 use crate::hub::{Batch, Hub, Live, LiveEnd};
 use crate::keepalive::Keepalive;
-use crate::resume::Replay;
+use crate::metrics::{Closed, Metrics};
+use crate::quota::{Identity, Lease, Limit};
+use crate::resume::{Replay, ReplayError};
 use crate::server::Shared;
+use crate::stream::Stream;
 use crate::tls::{self, ClientStream};
 
 /// Messages written before a flush: flushing per message costs far more
@@ -34,12 +38,15 @@ use crate::tls::{self, ClientStream};
 const MAX_BATCH: usize = 512;
 
 type Socket = WebSocketStream<ClientStream>;
+type Sink = SplitSink<Socket, Message>;
 
 /// Why a connection ended.
 enum End {
     /// The client closed it, or the socket failed: nobody left to tell.
     Gone,
     TooSlow,
+    /// Too slow while its token's message rate held it back.
+    RateLimited(u64),
     NoPong,
     TooBig,
     /// The client broke the protocol (bad frame, bad UTF-8…).
@@ -48,6 +55,27 @@ enum End {
     ShuttingDown,
     /// The event log could not be read for a resuming client.
     LogUnreadable(String),
+    /// A resuming client's socket took no batch within the stall timeout.
+    ReplayStalled,
+    /// A resuming client waited the stall timeout for replay memory.
+    ReplayStarved,
+}
+
+impl End {
+    fn metric(&self) -> Closed {
+        match self {
+            End::Gone => Closed::Client,
+            End::TooSlow => Closed::Slow,
+            End::RateLimited(_) => Closed::Limit,
+            End::NoPong => Closed::PongTimeout,
+            End::TooBig => Closed::MessageTooBig,
+            End::Invalid(..) => Closed::ProtocolError,
+            End::ShuttingDown => Closed::Shutdown,
+            End::LogUnreadable(_) => Closed::LogUnreadable,
+            End::ReplayStalled => Closed::ReplayStalled,
+            End::ReplayStarved => Closed::ReplayBudget,
+        }
+    }
 }
 
 /// Takes an accepted TCP connection through the TLS handshake, if any, and
@@ -56,18 +84,14 @@ enum End {
 pub async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Option<Upgraded<ClientStream>> {
     let Shared {
-        hub,
-        config,
-        tokens,
-        tls,
-        ctx,
-    } = shared;
+        config, tls, ctx, ..
+    } = &**shared;
     let upgrade = async {
         let io = tls::open(tcp, tls.as_ref()).await?;
-        handshake::accept(io, hub, tokens.as_deref(), ctx, config).await
+        handshake::accept(io, peer, shared).await
     };
     match tokio::time::timeout(config.handshake_timeout(), upgrade).await {
         Ok(Ok(upgraded)) => Some(upgraded),
@@ -100,42 +124,54 @@ pub fn serve(
         stream,
         mut subscription,
         replay,
+        lease,
     } = upgraded;
     async move {
         let Shared {
-            hub, config, ctx, ..
+            hub,
+            config,
+            ctx,
+            metrics,
+            ..
         } = &*shared;
         if let Err(e) = socket.get_mut().rehome() {
             ctx.warn(format_args!("client {peer}: cannot move its socket: {e}"));
             return;
         }
+        let _counted = metrics.connected(lease.identity());
         let path = stream.path();
         ctx.debug(format_args!("client {peer} connected to {path}"));
         let keepalive = Keepalive::new(config.ping_interval(), config.pong_timeout());
         let (mut sink, mut incoming) = socket.split();
+        let pace = Pace::new(&lease, metrics, stream);
         let end = tokio::select! {
             biased;
             Ok(()) = &mut subscription.too_slow => End::TooSlow,
             () = keepalive.expired() => End::NoPong,
             end = read(&mut incoming, &keepalive) => end,
-            end = write(&mut sink, &mut subscription.live, replay, &keepalive) => end,
+            end = write(&mut sink, &mut subscription.live, replay, &keepalive, &pace, config) => end,
         };
         // The plugin may have stopped just after dropping the client as too slow.
         let end = match end {
             End::ShuttingDown if subscription.too_slow.try_recv().is_ok() => End::TooSlow,
+            End::TooSlow if pace.throttled() => End::RateLimited(pace.per_second()),
             end => end,
         };
         // Leave the hub first: a slow client's backlog is freed at once.
         drop(subscription);
-        let frame = close_frame(&end, hub, &keepalive, config);
+        metrics.closed(end.metric());
+        if let End::RateLimited(_) = end {
+            metrics.limit_hit(lease.identity(), Limit::MessagesPerSecond);
+        }
+        let frame = close_frame(&end, hub, &keepalive, config, lease.label());
         if let Some(frame) = &frame {
             let message = format!("closing client {peer} on {path}: {}", frame.reason);
             match end {
-                End::TooSlow => ctx.warn(format_args!(
+                End::TooSlow | End::RateLimited(_) => ctx.warn(format_args!(
                     "{message} (slow clients so far: {})",
                     hub.too_slow_count()
                 )),
-                End::NoPong => ctx.info(message),
+                End::NoPong | End::ReplayStalled | End::ReplayStarved => ctx.info(message),
                 End::LogUnreadable(ref why) => ctx.error(format_args!("{message}: {why}")),
                 _ => ctx.debug(message),
             }
@@ -143,6 +179,60 @@ pub fn serve(
             ctx.debug(format_args!("client {peer} on {path} left"));
         }
         close(sink, incoming, frame, config).await;
+        drop(lease);
+    }
+}
+
+/// A client's sending: its token's message rate, if limited, and the
+/// counts of what it was sent.
+struct Pace<'a> {
+    lease: &'a Lease,
+    metrics: &'a Metrics,
+    stream: Stream,
+    identity: Identity,
+    throttled: AtomicBool,
+}
+
+impl<'a> Pace<'a> {
+    fn new(lease: &'a Lease, metrics: &'a Metrics, stream: Stream) -> Self {
+        Pace {
+            lease,
+            metrics,
+            stream,
+            identity: lease.identity(),
+            throttled: AtomicBool::new(false),
+        }
+    }
+
+    fn limited(&self) -> bool {
+        self.lease.rate().is_some()
+    }
+
+    /// Waits until `messages` may be sent under the token's rate.
+    async fn allow(&self, messages: usize) {
+        let Some(rate) = self.lease.rate() else {
+            return;
+        };
+        let wait = rate.take(messages);
+        if !wait.is_zero() {
+            self.throttled.store(true, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn sent(&self, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.metrics
+                .sent(self.identity, self.stream, messages, bytes);
+        }
+    }
+
+    fn throttled(&self) -> bool {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    fn per_second(&self) -> u64 {
+        self.lease.rate().map_or(0, |r| r.per_second())
     }
 }
 
@@ -167,24 +257,36 @@ async fn read(incoming: &mut SplitStream<Socket>, keepalive: &Keepalive) -> End 
 /// Sends what a resuming client missed, then the live batches, in order,
 /// and the keep-alive pings.
 async fn write(
-    sink: &mut SplitSink<Socket, Message>,
+    sink: &mut Sink,
     live: &mut Live,
     replay: Option<Replay>,
     keepalive: &Keepalive,
+    pace: &Pace<'_>,
+    config: &Config,
 ) -> End {
     let mut pings = keepalive.pings();
     // Live batches of events before this one were sent from the log.
     let mut live_from = 0;
     if let Some(mut replay) = replay {
         // Boxed: only resuming clients need room for the replay's state.
-        let first_live = match Box::pin(send_replay(sink, live, &mut replay, &mut pings)).await {
+        let sent = Box::pin(send_replay(
+            sink,
+            live,
+            &mut replay,
+            &mut pings,
+            pace,
+            config,
+        ))
+        .await;
+        let first_live = match sent {
             Ok(first_live) => first_live,
             Err(end) => return end,
         };
         live_from = replay.live_from();
+        drop(replay);
         if let Some(batch) = first_live.filter(|batch| batch.seq >= live_from) {
             debug_assert_eq!(batch.seq, live_from);
-            if let Err(end) = send_live(sink, live, batch, live_from).await {
+            if let Err(end) = send_live(sink, live, batch, live_from, pace).await {
                 return end;
             }
         }
@@ -198,7 +300,7 @@ async fn write(
                 .map_err(|_| End::Gone),
             next = live.recv() => match next {
                 Ok(batch) if batch.seq < live_from => Ok(()),
-                Ok(batch) => send_live(sink, live, batch, live_from).await,
+                Ok(batch) => send_live(sink, live, batch, live_from, pace).await,
                 Err(end) => return end.into(),
             },
         };
@@ -229,33 +331,49 @@ async fn next_ping(pings: &mut Option<Interval>) {
 
 /// Sends the log's events up to the first live batch published, a log
 /// batch at a time, pinging when a ping is due. Returns that first live
-/// batch, if one was published by then.
+/// batch, if one was published by then. A batch that the budget cannot
+/// hold, or that the socket does not take, within the stall timeout ends
+/// the connection.
 async fn send_replay(
-    sink: &mut SplitSink<Socket, Message>,
+    sink: &mut Sink,
     live: &mut Live,
     replay: &mut Replay,
     pings: &mut Option<Interval>,
+    pace: &Pace<'_>,
+    config: &Config,
 ) -> Result<Option<Arc<Batch>>, End> {
+    let stall = config.replay_stall_timeout();
     let mut first_live = None;
     loop {
         if first_live.is_none() {
             first_live = live.try_recv()?;
         }
         let until = first_live.as_ref().map(|batch| batch.seq);
-        let Some(texts) = replay.next_batch(until).await.map_err(End::LogUnreadable)? else {
+        let batch = replay.next_batch(until, stall).await.map_err(|e| match e {
+            ReplayError::Starved => End::ReplayStarved,
+            ReplayError::Unreadable(why) => End::LogUnreadable(why),
+        })?;
+        let Some(crate::resume::Batch { texts, lease }) = batch else {
             return Ok(first_live);
         };
-        let mut sent = Ok(());
-        for text in texts {
-            sent = sink.feed(Message::Text(text)).await;
-            if sent.is_err() {
-                break;
+        let (messages, bytes) = (texts.len(), texts.iter().map(|t| t.len()).sum::<usize>());
+        pace.allow(messages).await;
+        let send = async {
+            for text in texts {
+                sink.feed(Message::Text(text)).await?;
             }
+            if next_ping(pings).now_or_never().is_some() {
+                sink.feed(Message::Ping(Default::default())).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(stall, send).await {
+            Err(_) => return Err(End::ReplayStalled),
+            Ok(Err(_)) => return Err(End::Gone),
+            Ok(Ok(())) => pace.sent(messages as u64, bytes as u64),
         }
-        if next_ping(pings).now_or_never().is_some() {
-            sent = sent.and(sink.feed(Message::Ping(Default::default())).await);
-        }
-        sent.and(sink.flush().await).map_err(|_| End::Gone)?;
+        // The socket took the batch: its budget is free for others.
+        drop(lease);
     }
 }
 
@@ -263,16 +381,21 @@ async fn send_replay(
 /// events before `live_from`, sent from the log already), up to about
 /// [`MAX_BATCH`] messages, then flushes once.
 async fn send_live(
-    sink: &mut SplitSink<Socket, Message>,
+    sink: &mut Sink,
     live: &mut Live,
     first: Arc<Batch>,
     live_from: u64,
+    pace: &Pace<'_>,
 ) -> Result<(), End> {
     let mut batch = first;
-    let mut fed = 0;
+    let (mut fed, mut bytes) = (0, 0);
     loop {
         if batch.seq >= live_from {
-            for text in batch.texts(&live.filter) {
+            if pace.limited() {
+                pace.allow(batch.texts(live.slot).count()).await;
+            }
+            for text in batch.texts(live.slot) {
+                bytes += text.len();
                 sink.feed(Message::Text(text.clone()))
                     .await
                     .map_err(|_| End::Gone)?;
@@ -287,10 +410,18 @@ async fn send_live(
             None => break,
         }
     }
-    sink.flush().await.map_err(|_| End::Gone)
+    let flushed = sink.flush().await.map_err(|_| End::Gone);
+    pace.sent(fed as u64, bytes as u64);
+    flushed
 }
 
-fn close_frame(end: &End, hub: &Hub, keepalive: &Keepalive, config: &Config) -> Option<CloseFrame> {
+fn close_frame(
+    end: &End,
+    hub: &Hub,
+    keepalive: &Keepalive,
+    config: &Config,
+    token: &str,
+) -> Option<CloseFrame> {
     let (code, reason) = match end {
         End::Gone => return None,
         End::TooSlow => (
@@ -298,6 +429,27 @@ fn close_frame(end: &End, hub: &Hub, keepalive: &Keepalive, config: &Config) -> 
             format!(
                 "client too slow: more than {} messages behind",
                 hub.queue_capacity()
+            ),
+        ),
+        End::RateLimited(per_second) => (
+            CloseCode::Policy,
+            format!(
+                "limit max_messages_per_second: token `{token}` gets {per_second} messages/s, and this client fell {} behind",
+                hub.queue_capacity()
+            ),
+        ),
+        End::ReplayStalled => (
+            CloseCode::Policy,
+            format!(
+                "replay stalled: the client took no messages for {} ms; resume again",
+                config.replay_stall_timeout_ms
+            ),
+        ),
+        End::ReplayStarved => (
+            CloseCode::Again,
+            format!(
+                "replay memory busy: none free for {} ms; resume again later",
+                config.replay_stall_timeout_ms
             ),
         ),
         End::NoPong => (

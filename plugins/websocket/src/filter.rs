@@ -1,123 +1,41 @@
-//! Filters a client sets on a transaction stream with query parameters:
-//! `?asset_id=<64 hex>&public_key=<base58>&operation=CREATE|TRANSFER`.
+//! What a client wants from its stream: a query (see the `stream_query`
+//! crate and docs/stream-queries.md), from `?q=` and the equality
+//! parameters `asset_id`, `public_key` and `operation`.
 //!
-//! A malformed filter is refused when the client connects, so that a typo
-//! is an error the client sees rather than a stream that stays silent.
+//! An equality parameter is the query `name = 'value'`, checked and
+//! evaluated by the same rules, and the parameters given together are the
+//! AND of their queries. A malformed filter is refused when the client
+//! connects, so that a typo is an error the client sees rather than a
+//! stream that stays silent.
 
-use crate::resume;
+use stream_query::{Limits, Query, Scope};
+
+use crate::params::Params;
 use crate::stream::Stream;
-use crate::transaction::TxFacts;
 
-/// What a client wants from a transaction stream; empty means everything.
-/// The parameters combine: a transaction must match every one given.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Filter {
-    /// One of the transaction's assets (lower-case hex).
-    asset_id: Option<String>,
-    /// A key among the outputs' `public_keys` or the inputs' `owners_before`.
-    public_key: Option<String>,
-    /// `CREATE` or `TRANSFER`.
-    operation: Option<&'static str>,
-}
+pub use stream_query::shorten;
 
-const PARAMETERS: &str = "asset_id, public_key and operation";
-
-impl Filter {
-    /// Reads the filter from a request's query string; the error names the
-    /// parameter at fault and says what it should be.
-    pub fn parse(stream: Stream, query: &str) -> Result<Filter, String> {
-        let mut filter = Filter::default();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            // Where to start from is not a filter: the handshake reads it (see `resume`).
-            if name == resume::PARAMETER {
-                continue;
-            }
-            if !stream.per_transaction() {
-                return Err(format!(
-                    "{} takes no filters, but got `{}`",
-                    stream.path(),
-                    shorten(&name)
-                ));
-            }
-            match name.as_ref() {
-                "asset_id" => set_once(&mut filter.asset_id, &name, parse_asset_id(&value)?)?,
-                "public_key" => set_once(&mut filter.public_key, &name, parse_public_key(&value)?)?,
-                "operation" => set_once(&mut filter.operation, &name, parse_operation(&value)?)?,
-                other => {
-                    return Err(format!(
-                        "unknown query parameter `{}` (the filters are {PARAMETERS})",
-                        shorten(other)
-                    ));
-                }
-            }
+/// The query a request's parameters ask for on `stream`; `None` selects
+/// everything. The error names the parameter at fault and says what it
+/// should be (for `q`, at which byte).
+pub fn query(stream: Stream, params: &Params, limits: &Limits) -> Result<Option<Query>, String> {
+    let scope = stream.scope();
+    let mut parts = Vec::new();
+    for (name, value) in params.filters() {
+        if scope != Scope::Transactions {
+            return Err(format!(
+                "{} takes no transaction filters, but got `{name}` (its q filters by height, hash and transaction_count)",
+                stream.path()
+            ));
         }
-        Ok(filter)
+        parts.push(Query::equals(name, value, scope)?);
     }
-
-    /// Whether the transaction passes every parameter the client gave.
-    pub fn matches(&self, tx: &TxFacts) -> bool {
-        self.asset_id
-            .as_ref()
-            .is_none_or(|id| tx.asset_ids.contains(id))
-            && self
-                .public_key
-                .as_ref()
-                .is_none_or(|key| tx.public_keys.contains(key))
-            && self.operation.is_none_or(|op| tx.operation == op)
+    if let Some(q) = &params.q {
+        parts.push(
+            Query::parse(q, scope, limits).map_err(|e| format!("q is not a valid query: {e}"))?,
+        );
     }
-}
-
-fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), String> {
-    match slot.replace(value) {
-        Some(_) => Err(format!("query parameter `{name}` is given twice")),
-        None => Ok(()),
-    }
-}
-
-fn parse_asset_id(value: &str) -> Result<String, String> {
-    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "asset_id must be 64 hexadecimal digits (a transaction id), not `{}`",
-            shorten(value)
-        ))
-    }
-}
-
-const BASE58: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-fn parse_public_key(value: &str) -> Result<String, String> {
-    if (43..=44).contains(&value.len()) && value.chars().all(|c| BASE58.contains(c)) {
-        Ok(value.to_owned())
-    } else {
-        Err(format!(
-            "public_key must be a base58 Ed25519 public key (43 or 44 characters, no 0, O, I or l), not `{}`",
-            shorten(value)
-        ))
-    }
-}
-
-fn parse_operation(value: &str) -> Result<&'static str, String> {
-    // BigchainDB's query parameters accept the operation in any case.
-    ["CREATE", "TRANSFER"]
-        .into_iter()
-        .find(|op| op.eq_ignore_ascii_case(value))
-        .ok_or_else(|| {
-            format!(
-                "operation must be CREATE or TRANSFER, not `{}`",
-                shorten(value)
-            )
-        })
-}
-
-/// A client's text, cut short enough to quote in an error message.
-pub fn shorten(text: &str) -> String {
-    const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    Ok(Query::all(parts))
 }
 
 #[cfg(test)]
@@ -127,35 +45,28 @@ mod tests {
     const ASSET: &str = "4957744b3ac54434b8270f2c854cc1040228c82ea4e72d66d2887a4d3e30b317";
     const KEY: &str = "4K9sWUMFwTgaDGPfdynrbxWqWS6sWmKbZoTjxLtVUibD";
 
-    fn tx(operation: &str, asset: &str, keys: &[&str]) -> TxFacts {
-        TxFacts {
-            id: "t".into(),
-            operation: operation.into(),
-            asset_ids: vec!["other".into(), asset.into()],
-            public_keys: keys.iter().map(|k| k.to_string()).collect(),
-        }
-    }
-
-    fn txs(query: &str) -> Result<Filter, String> {
-        Filter::parse(Stream::ValidTransactions, query)
+    fn txs(query_string: &str) -> Result<Option<Query>, String> {
+        let params = Params::parse(query_string)?;
+        query(Stream::ValidTransactions, &params, &Limits::default())
     }
 
     #[test]
-    fn parameters_combine() {
-        let f = txs(&format!(
+    fn parameters_are_the_queries_they_name() {
+        let params = txs(&format!(
             "asset_id={}&operation=transfer&public_key={KEY}",
             ASSET.to_uppercase()
         ))
+        .unwrap()
         .unwrap();
-        assert!(f.matches(&tx("TRANSFER", ASSET, &["x", KEY])));
-        assert!(!f.matches(&tx("CREATE", ASSET, &[KEY])));
-        assert!(!f.matches(&tx("TRANSFER", "b", &[KEY])));
-        assert!(!f.matches(&tx("TRANSFER", ASSET, &["x"])));
-        assert!(
-            txs("")
-                .unwrap()
-                .matches(&tx("VALIDATOR_ELECTION", "b", &[]))
-        );
+        let q = txs(&format!(
+            "q=public_key = '{KEY}' AND asset_id = '{ASSET}' AND operation = 'TRANSFER'"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(params.normal_form(), q.normal_form());
+        let both = txs("operation=CREATE&q=height >= 5").unwrap().unwrap();
+        assert_eq!(both.normal_form(), "height >= 5 AND operation = 'CREATE'");
+        assert!(txs("").unwrap().is_none());
     }
 
     #[test]
@@ -166,29 +77,39 @@ mod tests {
         assert!(err("public_key=0OIl").starts_with("public_key must be a base58"));
         assert!(err(&format!("public_key={}", &KEY[..42])).contains("public_key"));
         assert!(err("operation=BURN").contains("operation must be CREATE or TRANSFER, not `BURN`"));
-        assert!(err("colour=red").contains("unknown query parameter `colour`"));
-        assert!(err("operation=CREATE&operation=CREATE").contains("`operation` is given twice"));
-        assert!(
-            err(&format!("asset_id={ASSET}&asset_id={ASSET}"))
-                .contains("`asset_id` is given twice")
+        assert_eq!(
+            err("q=operation = "),
+            "q is not a valid query: at byte 12: expected a value ('text', a number, TRUE or FALSE), found the end of the query"
         );
-        assert!(err(&"x".repeat(500)).len() < 200);
+        assert!(err(&format!("asset_id={}", "x".repeat(500))).len() < 200);
     }
 
     #[test]
-    fn block_streams_take_no_parameters() {
-        let err = Filter::parse(Stream::ValidBlocks, "operation=CREATE").unwrap_err();
+    fn block_streams_take_block_queries_only() {
+        let blocks = |q: &str| {
+            query(
+                Stream::ValidBlocks,
+                &Params::parse(q).unwrap(),
+                &Limits::default(),
+            )
+        };
+        let err = blocks("operation=CREATE").unwrap_err();
         assert!(
-            err.contains("/api/v1/streams/valid_blocks takes no filters"),
+            err.starts_with(
+                "/api/v1/streams/valid_blocks takes no transaction filters, but got `operation`"
+            ),
             "{err}"
         );
-        assert_eq!(
-            Filter::parse(Stream::InvalidBlocks, ""),
-            Ok(Filter::default())
+        assert!(
+            blocks("q=height > 2 AND transaction_count >= 1")
+                .unwrap()
+                .is_some()
         );
-        assert_eq!(
-            Filter::parse(Stream::ValidBlocks, "last_seen_event=7"),
-            Ok(Filter::default())
+        assert!(
+            blocks("q=operation = 'CREATE'")
+                .unwrap_err()
+                .contains("unknown field `operation`")
         );
+        assert!(blocks("").unwrap().is_none());
     }
 }

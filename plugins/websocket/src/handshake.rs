@@ -1,30 +1,37 @@
-//! The HTTP upgrade: which stream a client asks for, with which filter, or
-//! why it cannot have it.
+//! The HTTP upgrade: which stream a client asks for, with which query,
+//! from which position, or why it cannot have it.
 //!
-//! Everything is decided before the upgrade is accepted, so a wrong path or
-//! filter is an HTTP error the client can read (404, 400), never a socket
-//! that opens and stays silent. A client is in the hub by the time it
-//! receives the `101 Switching Protocols`: it receives every message
-//! published after its connect call returned, and a resuming client
-//! (`?last_seen_event=`) whatever the log holds after the event it names.
+//! Everything is decided before the upgrade is accepted, so a wrong path,
+//! query or position is an HTTP error the client can read (400, 404, 410,
+//! 429…), never a socket that opens and stays silent. A client is in the
+//! hub by the time it receives the `101 Switching Protocols`: it receives
+//! every message published after its connect call returned, and a
+//! resuming client whatever the log holds after its position. The same
+//! port answers `GET /api/v1/streams` (see `index`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use eventhost_plugin_api::Context;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{
-    Callback, ErrorResponse, Request, Response,
+use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response};
+use tokio_tungstenite::tungstenite::http::{
+    HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
 };
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::{Error as WsError, error::ProtocolError};
 
-use crate::auth::{self, Admitted, Tokens};
-use crate::config::Config;
-use crate::filter::Filter;
-use crate::hub::{Hub, Refusal, Subscription};
-use crate::resume::{self, Replay};
+use crate::auth::{self, Admitted};
+use crate::filter;
+use crate::hub::{self, Subscription};
+use crate::index;
+use crate::metrics;
+use crate::params::Params;
+use crate::position::{self, Resolved};
+use crate::quota::{Identity, Lease, Limit};
+use crate::request;
+use crate::resume::Replay;
+use crate::server::Shared;
 use crate::state_delta;
 use crate::stream::Stream;
 
@@ -35,136 +42,267 @@ pub struct Upgraded<S> {
     pub subscription: Subscription,
     /// What to send from the log before the live messages, if resuming.
     pub replay: Option<Replay>,
+    /// What the client holds of its limits, and who it is.
+    pub lease: Lease,
 }
 
-/// Performs the upgrade on `io`. On failure the client has been told why
-/// (when it can still be told) and the error says it for the log.
+/// Reads the request on `io` and upgrades it. On failure the client has
+/// been told why (when it can still be told) and the error says it for
+/// the log.
 pub async fn accept<S>(
     mut io: S,
-    hub: &Arc<Hub>,
-    tokens: Option<&Tokens>,
-    ctx: &Arc<Context>,
-    settings: &Config,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
 ) -> Result<Upgraded<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = settings.websocket();
-    let mut joined = None;
-    let admission = Admission {
-        hub,
-        tokens,
-        ctx,
-        scabbard: (&settings.circuit_id, &settings.service_id),
-        joined: &mut joined,
-    };
-    // The handshake borrows the socket, so that a request tungstenite
-    // cannot take can still be answered on it.
-    let outcome = tokio_tungstenite::accept_hdr_async_with_config(&mut io, admission, Some(config))
-        .await
-        .map(drop);
-    match (outcome, joined) {
-        (Ok(()), Some((stream, subscription, replay))) => Ok(Upgraded {
-            // The handshake refuses bytes after the request, so nothing of
-            // the client's is buffered in the stream it made: wrapping the
-            // socket afresh loses nothing.
-            socket: WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
-            stream,
-            subscription,
-            replay,
-        }),
-        (Ok(()), None) => Err("upgraded without choosing a stream".into()),
-        (Err(WsError::Http(response)), _) => Err(format!("refused with {}", response.status())),
-        (Err(e), _) if answerable(&e) => {
-            let body = format!("expected a WebSocket upgrade request: {e}\n");
-            let response = plain_response(StatusCode::BAD_REQUEST, &body);
-            let _ = io.write_all(response.as_bytes()).await;
-            let _ = io.shutdown().await;
-            Err(format!("not a WebSocket upgrade request: {e}"))
-        }
-        (Err(e), _) => Err(e.to_string()),
-    }
-}
-
-/// Decides, from the request, which stream the client joins.
-struct Admission<'a> {
-    hub: &'a Arc<Hub>,
-    tokens: Option<&'a Tokens>,
-    ctx: &'a Arc<Context>,
-    /// The scabbard stream's circuit and service ids.
-    scabbard: (&'a str, &'a str),
-    joined: &'a mut Option<(Stream, Subscription, Option<Replay>)>,
-}
-
-impl Callback for Admission<'_> {
-    fn on_request(
-        self,
-        request: &Request,
-        mut response: Response,
-    ) -> Result<Response, ErrorResponse> {
-        // Before anything else: an unauthenticated client learns nothing.
-        if let Some(tokens) = self.tokens {
-            match tokens.admit(request) {
-                Ok(Admitted::Header) => {}
-                Ok(Admitted::Subprotocol) => {
-                    response.headers_mut().insert(
-                        header::SEC_WEBSOCKET_PROTOCOL,
-                        HeaderValue::from_static(auth::SUBPROTOCOL),
-                    );
-                }
-                Err(why) => {
-                    let mut refusal = Refused(StatusCode::UNAUTHORIZED, why.into()).into_response();
-                    refusal
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return Err(refusal);
-                }
-            }
-        }
-        let (circuit, service) = self.scabbard;
-        let (stream, filter) =
-            route(request.uri(), circuit, service).map_err(Refused::into_response)?;
-        let bad_request = |message| Refused(StatusCode::BAD_REQUEST, message).into_response();
-        if stream == Stream::StateDeltas {
-            let asked = request.headers().get(state_delta::VERSION_HEADER);
-            let version = state_delta::protocol_version(asked.map(HeaderValue::to_str))
-                .map_err(bad_request)?;
-            response
-                .headers_mut()
-                .insert(state_delta::VERSION_HEADER, HeaderValue::from(version));
-        }
-        let query = request.uri().query().unwrap_or("");
-        let mut requested = resume::requested(query).map_err(bad_request)?;
-        // Scabbard sends every event from the first to a client that names none.
-        if stream == Stream::StateDeltas {
-            requested.get_or_insert_default();
-        }
-        let after = requested
-            .map(|id| resume::resolve(self.ctx, &id))
-            .transpose()
-            .map_err(bad_request)?;
-        let replay =
-            after.map(|after| Replay::new(self.ctx.clone(), stream, filter.clone(), after));
-        // Joined before the log is read: see `resume`.
-        let subscription = self.hub.subscribe(stream, filter).map_err(|refusal| {
-            let message = match refusal {
-                Refusal::Full(max) => format!("too many clients: this server takes at most {max}"),
-                Refusal::Closed => "the server is shutting down".into(),
+    let config = &shared.config;
+    let linger = config.close_timeout();
+    let request = match request::read(&mut io, config.max_request_bytes).await {
+        Ok(request) => request,
+        Err(e) => {
+            let Some((status, message)) = e.answer() else {
+                return Err(format!("no request: {e}"));
             };
-            Refused(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
-        })?;
-        *self.joined = Some((stream, subscription, replay));
-        Ok(response)
+            shared.metrics.refused(match status {
+                StatusCode::BAD_REQUEST => metrics::Refused::BadRequest,
+                _ => metrics::Refused::TooLarge,
+            });
+            let answer = request::plain(status, &message, &[]);
+            request::answer_and_close(&mut io, &answer, linger).await;
+            return Err(format!("refused with {status}: {message}"));
+        }
+    };
+    if request.uri().path() == index::PATH && !is_upgrade(&request) {
+        let answer = stream_index(&request, shared).await;
+        request::answer_and_close(&mut io, &answer, linger).await;
+        return Err("asked for the stream index".into());
+    }
+    let response = match create_response(&request) {
+        Ok(response) => response,
+        Err(e) => {
+            shared.metrics.refused(metrics::Refused::BadRequest);
+            let message = format!("expected a WebSocket upgrade request: {e}");
+            let answer = request::plain(StatusCode::BAD_REQUEST, &message, &[]);
+            request::answer_and_close(&mut io, &answer, linger).await;
+            return Err(message);
+        }
+    };
+    match admit(&request, response, peer, shared).await {
+        Ok(admitted) => {
+            let mut head = Vec::new();
+            write_response(&mut head, &admitted.response).map_err(|e| e.to_string())?;
+            io.write_all(&head).await.map_err(|e| e.to_string())?;
+            io.flush().await.map_err(|e| e.to_string())?;
+            Ok(Upgraded {
+                socket: WebSocketStream::from_raw_socket(
+                    io,
+                    Role::Server,
+                    Some(config.websocket()),
+                )
+                .await,
+                stream: admitted.stream,
+                subscription: admitted.subscription,
+                replay: admitted.replay,
+                lease: admitted.lease,
+            })
+        }
+        Err(refusal) => {
+            shared.metrics.refused(refusal.reason);
+            let answer = request::plain(refusal.status, &refusal.message, &refusal.headers);
+            request::answer_and_close(&mut io, &answer, linger).await;
+            Err(format!(
+                "refused with {}: {}",
+                refusal.status, refusal.message
+            ))
+        }
     }
 }
 
-/// Why a request cannot have a stream: an HTTP status and a sentence.
-#[derive(Debug)]
-struct Refused(StatusCode, String);
+fn is_upgrade(request: &Request<()>) -> bool {
+    request.headers().contains_key(header::UPGRADE)
+}
 
-/// The stream and filter a request's path and query ask for.
-fn route(uri: &Uri, circuit: &str, service: &str) -> Result<(Stream, Filter), Refused> {
-    let stream = Stream::from_path(uri.path(), circuit, service).ok_or_else(|| {
+/// A client that may have a stream.
+struct Admission {
+    stream: Stream,
+    subscription: Subscription,
+    replay: Option<Replay>,
+    lease: Lease,
+    /// The `101 Switching Protocols`, with the headers the stream adds.
+    response: Response<()>,
+}
+
+/// Why a request gets no stream: an HTTP status, a sentence, and the metric.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    reason: metrics::Refused,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: String) -> Refusal {
+        let reason = match status {
+            StatusCode::UNAUTHORIZED => metrics::Refused::Unauthorized,
+            StatusCode::NOT_FOUND => metrics::Refused::NotFound,
+            StatusCode::GONE => metrics::Refused::Gone,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN => metrics::Refused::Limit,
+            StatusCode::SERVICE_UNAVAILABLE => metrics::Refused::Unavailable,
+            _ => metrics::Refused::BadRequest,
+        };
+        Refusal {
+            status,
+            message,
+            reason,
+            headers: Vec::new(),
+        }
+    }
+
+    fn bad(message: String) -> Refusal {
+        Refusal::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+/// Who is asking: the identity its token stands for, or a 401.
+fn authenticate(
+    request: &Request<()>,
+    response: &mut Response<()>,
+    shared: &Shared,
+) -> Result<Identity, Refusal> {
+    let Some(tokens) = &shared.tokens else {
+        return Ok(Identity::ANONYMOUS);
+    };
+    match tokens.admit(request) {
+        Ok((Admitted::Header, identity)) => Ok(identity),
+        Ok((Admitted::Subprotocol, identity)) => {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(auth::SUBPROTOCOL),
+            );
+            Ok(identity)
+        }
+        Err(why) => {
+            let mut refusal = Refusal::new(StatusCode::UNAUTHORIZED, why.into());
+            refusal
+                .headers
+                .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            Err(refusal)
+        }
+    }
+}
+
+/// Decides, from the request, which stream the client joins, and joins it.
+async fn admit(
+    request: &Request<()>,
+    mut response: Response<()>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<Admission, Refusal> {
+    // Before anything else: an unauthenticated client learns nothing.
+    let identity = authenticate(request, &mut response, shared)?;
+    let config = &shared.config;
+    let stream = route(request, &config.circuit_id, &config.service_id)?;
+    let params = Params::parse(request.uri().query().unwrap_or("")).map_err(Refusal::bad)?;
+    let query = filter::query(stream, &params, &config.query_limits()).map_err(Refusal::bad)?;
+    let start = position::requested(&params, stream).map_err(Refusal::bad)?;
+    if stream == Stream::StateDeltas {
+        let asked = request.headers().get(state_delta::VERSION_HEADER);
+        let version =
+            state_delta::protocol_version(asked.map(HeaderValue::to_str)).map_err(Refusal::bad)?;
+        response
+            .headers_mut()
+            .insert(state_delta::VERSION_HEADER, HeaderValue::from(version));
+    }
+    let normal_form = query.as_ref().map_or("", |q| q.normal_form());
+    let lease = shared
+        .quotas
+        .admit(identity, peer.ip(), stream, normal_form)
+        .map_err(|exceeded| limited(shared, exceeded))?;
+    let resolved = resolve(shared, start).await?;
+    if let Resolved::After(after) = resolved {
+        let depth = shared.ctx.head().saturating_sub(after);
+        lease
+            .check_replay(depth)
+            .map_err(|exceeded| limited(shared, exceeded))?;
+    }
+    // Joined before the log is read: see `resume`.
+    let subscription = shared.hub.subscribe(stream, query).map_err(|refusal| {
+        let message = match refusal {
+            hub::Refusal::Full(max) => format!("too many clients: this server takes at most {max}"),
+            hub::Refusal::TooManyQueries(max) => format!(
+                "too many distinct queries: this server evaluates at most {max} at once (max_distinct_queries); use a query already in use, or none"
+            ),
+            hub::Refusal::Closed => "the server is shutting down".into(),
+        };
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    })?;
+    let replay = match resolved {
+        Resolved::Live => None,
+        Resolved::After(after) => Some(Replay::new(
+            shared.ctx.clone(),
+            stream,
+            subscription.query.clone(),
+            after,
+            shared.budget.clone(),
+            &shared.metrics,
+        )),
+    };
+    Ok(Admission {
+        stream,
+        subscription,
+        replay,
+        lease,
+        response,
+    })
+}
+
+/// The refusal for a limit: 403 for a replay too deep (asking again will
+/// not help), 429 for the others (it will, once clients leave).
+fn limited(shared: &Shared, exceeded: crate::quota::Exceeded) -> Refusal {
+    shared.metrics.limit_hit(exceeded.identity, exceeded.limit);
+    let status = match exceeded.limit {
+        Limit::ReplayDepth => StatusCode::FORBIDDEN,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    Refusal::new(status, exceeded.message)
+}
+
+/// Resolves a position against the log, off the async workers (it reads a
+/// few events).
+async fn resolve(shared: &Arc<Shared>, start: position::Start) -> Result<Resolved, Refusal> {
+    if start == position::Start::Live {
+        return Ok(Resolved::Live);
+    }
+    let ctx = shared.ctx.clone();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let resolved = tokio::task::spawn_blocking(move || position::resolve(&*ctx, &start, now_ms))
+        .await
+        .map_err(|e| position::Refused::Unreadable(e.to_string()));
+    match resolved.and_then(|r| r) {
+        Ok(resolved) => Ok(resolved),
+        Err(position::Refused::BadRequest(message)) => Err(Refusal::bad(message)),
+        Err(position::Refused::Gone(message)) => Err(Refusal::new(StatusCode::GONE, message)),
+        Err(position::Refused::Unreadable(why)) => {
+            shared.ctx.error(format_args!(
+                "cannot read the event log for a position: {why}"
+            ));
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the event log; try again later".into(),
+            ))
+        }
+    }
+}
+
+/// The stream a request's path names.
+fn route(request: &Request<()>, circuit: &str, service: &str) -> Result<Stream, Refusal> {
+    let path = request.uri().path();
+    Stream::from_path(path, circuit, service).ok_or_else(|| {
         let scabbard = format!("/scabbard/{circuit}/{service}/ws/subscribe");
         let paths: Vec<&str> = Stream::ALL
             .iter()
@@ -173,91 +311,80 @@ fn route(uri: &Uri, circuit: &str, service: &str) -> Result<(Stream, Filter), Re
                 s => s.path(),
             })
             .collect();
-        Refused(
+        Refusal::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no stream at {}; the streams are {}",
-                uri.path(),
-                paths.join(", ")
+                "no stream at {}; the streams are {} (and the index at {})",
+                filter::shorten(path),
+                paths.join(", "),
+                index::PATH
             ),
         )
-    })?;
-    let filter = Filter::parse(stream, uri.query().unwrap_or(""))
-        .map_err(|message| Refused(StatusCode::BAD_REQUEST, message))?;
-    Ok((stream, filter))
+    })
 }
 
-/// Whether a failed handshake left a client that waits for an answer: it
-/// sent a request tungstenite could not take (no upgrade headers, a wrong
-/// method, malformed HTTP), as opposed to leaving or being answered already.
-fn answerable(e: &WsError) -> bool {
-    match e {
-        WsError::Protocol(ProtocolError::HandshakeIncomplete) => false,
-        WsError::Protocol(_) | WsError::HttpFormat(_) | WsError::Capacity(_) => true,
-        _ => false,
-    }
-}
-
-impl Refused {
-    /// The response tungstenite writes in place of the upgrade.
-    fn into_response(self) -> ErrorResponse {
-        let Refused(status, message) = self;
-        let body = format!("{message}\n");
-        let mut response = ErrorResponse::new(None);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
+/// The answer to a plain request for the stream index.
+async fn stream_index(request: &Request<()>, shared: &Arc<Shared>) -> Vec<u8> {
+    if request.method() != Method::GET {
+        return request::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{} answers GET only", index::PATH),
+            &[(header::ALLOW, HeaderValue::from_static("GET"))],
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        *response.body_mut() = Some(body);
-        response
     }
-}
-
-/// The same refusal, written by hand for the requests tungstenite gives up on.
-fn plain_response(status: StatusCode, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    let mut ignored = Response::new(());
+    if let Err(refusal) = authenticate(request, &mut ignored, shared) {
+        shared.metrics.refused(refusal.reason);
+        return request::plain(refusal.status, &refusal.message, &refusal.headers);
+    }
+    let (ctx, base, scabbard) = (
+        shared.ctx.clone(),
+        shared.base_url.clone(),
+        (
+            shared.config.circuit_id.clone(),
+            shared.config.service_id.clone(),
+        ),
+    );
+    let rendered = tokio::task::spawn_blocking(move || {
+        index::render(&*ctx, &base, (&scabbard.0, &scabbard.1))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match rendered {
+        Ok(json) => request::json(&json),
+        Err(why) => {
+            shared.ctx.error(format_args!(
+                "cannot read the event log for the stream index: {why}"
+            ));
+            request::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the event log; try again later",
+                &[],
+            )
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn refused(uri: &str) -> (StatusCode, String) {
-        let Refused(status, message) = route(&uri.parse().unwrap(), "c", "s").unwrap_err();
-        (status, message)
+    fn refused(uri: &str) -> Refusal {
+        let request = Request::builder().uri(uri).body(()).unwrap();
+        route(&request, "c", "s").unwrap_err()
     }
 
     #[test]
-    fn routes_paths_and_filters() {
-        let (stream, _) = route(
-            &"/api/v1/streams/valid_tx?operation=CREATE".parse().unwrap(),
-            "c",
-            "s",
-        )
-        .unwrap();
-        assert_eq!(stream, Stream::ValidTx);
-        let (status, body) = refused("/api/v1/streams/nope");
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(body.starts_with("no stream at /api/v1/streams/nope; the streams are /api/v1/streams/valid_transactions, "), "{body}");
-        let (status, body) = refused("/api/v1/streams/valid_transactions?asset_id=1");
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body.starts_with("asset_id must be"), "{body}");
-    }
-
-    #[test]
-    fn a_plain_response_is_well_formed() {
-        let text = plain_response(StatusCode::BAD_REQUEST, "why\n");
-        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
-        assert!(
-            text.ends_with("Content-Length: 4\r\nConnection: close\r\n\r\nwhy\n"),
-            "{text}"
-        );
+    fn routes_paths() {
+        let request = Request::builder()
+            .uri("/api/v1/streams/valid_tx?operation=CREATE")
+            .body(())
+            .unwrap();
+        assert_eq!(route(&request, "c", "s").unwrap(), Stream::ValidTx);
+        let refusal = refused("/api/v1/streams/nope");
+        assert_eq!(refusal.status, StatusCode::NOT_FOUND);
+        assert_eq!(refusal.reason, metrics::Refused::NotFound);
+        assert!(refusal.message.starts_with("no stream at /api/v1/streams/nope; the streams are /api/v1/streams/valid_transactions, "), "{}", refusal.message);
     }
 }

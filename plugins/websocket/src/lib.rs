@@ -14,19 +14,27 @@
 //! async crosses the plugin boundary.
 
 mod auth;
+mod budget;
 mod config;
 mod connection;
 mod filter;
 mod handshake;
 mod hub;
+mod index;
 mod keepalive;
+mod matches;
 mod messages;
+mod metrics;
+mod params;
+mod position;
+mod quota;
+mod request;
 mod resume;
 mod server;
 mod state_delta;
 mod stream;
+mod subject;
 mod tls;
-mod transaction;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +43,11 @@ use eventhost_plugin_api::prelude::*;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::quota::Quotas;
 use crate::stream::Stream;
 
 /// What is left of a stopping runtime's tasks once the connections had
@@ -45,17 +56,16 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
 
 fn run(ctx: Context, events: Events) -> Result<(), String> {
     let ctx = Arc::new(ctx);
-    let config: Config = ctx.config()?;
-    config
-        .validate()
-        .map_err(|e| format!("invalid config for plugin `{}`: {e}", ctx.name()))?;
-    let tokens = match auth::Tokens::load(&config.tokens, config.tokens_file.as_deref()) {
-        Ok(tokens) => tokens.map(Arc::new),
+    let config: Config = ctx.checked_config()?;
+    let (tokens, named) = match auth::Tokens::load(&config.tokens, config.tokens_file.as_deref()) {
+        Ok(loaded) => loaded,
         Err(reason) => {
             ctx.failed(&reason);
             return Err(reason);
         }
     };
+    let quotas = Arc::new(Quotas::new(named, config.max_connections_per_address));
+    let metrics = Arc::new(Metrics::new(quotas.labels()));
     let tls = match config
         .tls()
         .map(|(cert, key)| tls::acceptor(cert, key))
@@ -101,15 +111,24 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         }
     }
 
-    let hub = Arc::new(Hub::new(config.client_queue_capacity, config.max_clients));
+    let hub = Arc::new(Hub::new(
+        config.client_queue_capacity,
+        config.max_clients,
+        config.max_distinct_queries,
+    ));
+    let budget = Budget::new(usize::try_from(config.replay_memory_bytes).unwrap_or(usize::MAX));
     let close_timeout = config.close_timeout();
     let (stop, stopped) = oneshot::channel();
     let shared = server::Shared {
         hub: hub.clone(),
         config: Arc::new(config),
         tokens,
+        quotas,
+        budget: budget.clone(),
+        metrics: metrics.clone(),
         tls,
         ctx: ctx.clone(),
+        base_url: base,
     };
     let server = accepting.spawn(server::serve(
         listener,
@@ -117,6 +136,24 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
         runtime.handle().clone(),
         stopped,
     ));
+    let report = {
+        let (ctx, hub, metrics) = (ctx.clone(), hub.clone(), metrics.clone());
+        move || {
+            let (clients, queries) = hub.census();
+            metrics.report(&ctx, &clients, queries, budget.in_use());
+        }
+    };
+    report();
+    let reporting = runtime.spawn({
+        let report = report.clone();
+        async move {
+            let mut every = tokio::time::interval(metrics::REPORT_EVERY);
+            loop {
+                every.tick().await;
+                report();
+            }
+        }
+    });
     ctx.ready();
 
     for event in &events {
@@ -130,8 +167,10 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
     hub.close();
     let _ = stop.send(());
     let _ = accepting.block_on(async { tokio::time::timeout(close_timeout, server).await });
+    reporting.abort();
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     accepting.shutdown_timeout(RUNTIME_SHUTDOWN);
+    report();
     ctx.info(format_args!(
         "stopped; {} clients were closed for being too slow",
         hub.too_slow_count()
@@ -143,4 +182,5 @@ export_plugin! {
     name: "websocket",
     event_types: BLOCK_VALID | BLOCK_INVALID,
     run: run,
+    config: Config,
 }

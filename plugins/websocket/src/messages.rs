@@ -11,23 +11,19 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::state_delta;
 use crate::stream::Stream;
-use crate::transaction::TxFacts;
+use eventhost_plugin_api::tx::TxSummary;
 
-/// A serialized message.
+/// A serialized message, ready for any number of clients.
 pub type Text = Utf8Bytes;
-
-/// One message, ready for any number of clients.
-#[derive(Clone)]
-pub struct Outgoing {
-    pub text: Text,
-    /// The transaction the message is about, for filters (none for block messages).
-    pub tx: Option<Arc<TxFacts>>,
-}
 
 /// An event's messages for the streams that wanted them.
 pub struct Rendered {
-    /// Per stream, its messages in the order they go out.
-    pub streams: Vec<(Stream, Vec<Outgoing>)>,
+    /// Per stream, its messages in the order they go out: on a transaction
+    /// stream, message `i` is about `txs[i]`; a block stream has one.
+    pub streams: Vec<(Stream, Vec<Text>)>,
+    /// The transactions that could be read (for a BLOCK_VALID event with a
+    /// transaction stream wanted), each with its index in the event.
+    pub txs: Vec<(usize, Arc<TxSummary>)>,
     /// Why transactions were left out: one line each, for the log.
     pub skipped: Vec<String>,
 }
@@ -77,6 +73,7 @@ struct Rejected<'a> {
 pub fn render(event: &Event, wanted: impl Fn(Stream) -> bool) -> Rendered {
     let mut rendered = Rendered {
         streams: Vec::new(),
+        txs: Vec::new(),
         skipped: Vec::new(),
     };
     let wanted: Vec<Stream> = Stream::ALL
@@ -104,7 +101,8 @@ pub fn render(event: &Event, wanted: impl Fn(Stream) -> bool) -> Rendered {
             .streams
             .push((Stream::InvalidBlocks, vec![message]));
     } else if event.event_type == BLOCK_VALID {
-        let txs = transactions(event, &mut rendered.skipped);
+        rendered.txs = transactions(event, &mut rendered.skipped);
+        let txs: Vec<&TxSummary> = rendered.txs.iter().map(|(_, tx)| &**tx).collect();
         for stream in wanted {
             let messages = match stream {
                 Stream::ValidTransactions => per_transaction(&txs, |tx| ValidTransaction {
@@ -136,11 +134,11 @@ pub fn render(event: &Event, wanted: impl Fn(Stream) -> bool) -> Rendered {
 }
 
 /// The block's transactions that can be read, in block order.
-fn transactions(event: &Event, skipped: &mut Vec<String>) -> Vec<Arc<TxFacts>> {
+fn transactions(event: &Event, skipped: &mut Vec<String>) -> Vec<(usize, Arc<TxSummary>)> {
     let mut txs = Vec::with_capacity(event.transactions.len());
     for (i, json) in event.transactions.iter().enumerate() {
-        match TxFacts::parse(json) {
-            Ok(tx) => txs.push(Arc::new(tx)),
+        match TxSummary::parse(json) {
+            Ok(tx) => txs.push((i, Arc::new(tx))),
             Err(e) => skipped.push(format!(
                 "transaction {} of the block at height {} is left out of the streams: {e}",
                 i + 1,
@@ -152,22 +150,14 @@ fn transactions(event: &Event, skipped: &mut Vec<String>) -> Vec<Arc<TxFacts>> {
 }
 
 fn per_transaction<'a, M: Serialize>(
-    txs: &'a [Arc<TxFacts>],
-    message: impl Fn(&'a TxFacts) -> M,
-) -> Vec<Outgoing> {
-    txs.iter()
-        .map(|tx| Outgoing {
-            text: to_text(&message(tx)),
-            tx: Some(tx.clone()),
-        })
-        .collect()
+    txs: &[&'a TxSummary],
+    message: impl Fn(&'a TxSummary) -> M,
+) -> Vec<Text> {
+    txs.iter().map(|tx| to_text(&message(tx))).collect()
 }
 
-fn block_message(message: &impl Serialize) -> Outgoing {
-    Outgoing {
-        text: to_text(message),
-        tx: None,
-    }
+fn block_message(message: &impl Serialize) -> Text {
+    to_text(message)
 }
 
 fn to_text(message: &impl Serialize) -> Text {
@@ -198,7 +188,7 @@ mod tests {
 
     fn texts(rendered: &Rendered, stream: Stream) -> Vec<&str> {
         let (_, messages) = rendered.streams.iter().find(|(s, _)| *s == stream).unwrap();
-        messages.iter().map(|m| m.text.as_str()).collect()
+        messages.iter().map(|m| m.as_str()).collect()
     }
 
     #[test]

@@ -1,80 +1,103 @@
-//! Resuming a stream from the host's durable event log:
-//! `?last_seen_event=<block hash or height>`.
+//! Sending a resuming client what it missed, from the host's durable event
+//! log (where it starts: see `position`).
 //!
 //! A resuming client joins the hub first, so that live batches wait for
 //! it from then on, each tagged with its event's sequence number. It is
-//! then sent the events after the one it names, read from the log a batch
-//! at a time, up to the first live batch published for it (or the end of
+//! then sent the events after its position, read from the log a batch at
+//! a time, up to the first live batch published for it (or the end of
 //! the log, if none is yet); live batches of events it was sent from the
 //! log are skipped. Every event that was written to the log before the
 //! client joined is in the log by the time it is read, and every later one
 //! reaches its queue: so nothing is missed at the seam, and nothing is sent
 //! twice.
 //!
-//! Replay holds one batch in memory at a time, and its pace is the client's:
-//! the next batch is read once the last one was written to the socket.
-//! Meanwhile the client falls behind the live stream by the usual rules, so
-//! a client that cannot catch up within `client_queue_capacity` messages is
-//! closed as too slow, like any other.
+//! A batch is sized in bytes (see `budget`): its messages are taken from
+//! the replay budget before the log is read, held until the socket took
+//! them, and given back. Events are read a few at a time, as many as fit
+//! a batch by the size of the last ones read, so that a log of large
+//! blocks is not read 256 blocks at once. While one batch is written, the
+//! next is read (when the budget has room for both), and cut short at the
+//! first live batch if that came meanwhile. Replay goes at the client's
+//! pace; meanwhile the client falls behind the live stream by the usual
+//! rules, so a client that cannot catch up within `client_queue_capacity`
+//! messages is closed as too slow, like any other.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use eventhost_plugin_api::Context;
+use stream_query::Query;
 
-use crate::filter::{Filter, shorten};
+use crate::budget::{self, Budget};
 use crate::messages::{self, Text};
+use crate::metrics::{Counted, Metrics};
 use crate::stream::Stream;
+use crate::subject::Rows;
 
-/// The query parameter a resuming client names its last event with.
-pub const PARAMETER: &str = "last_seen_event";
-
-/// Events read from the log at once.
-const BATCH: usize = 256;
-
-/// The value of `last_seen_event` in a query, if given; given twice is an error.
-pub fn requested(query: &str) -> Result<Option<String>, String> {
-    let mut values = form_urlencoded::parse(query.as_bytes())
-        .filter(|(name, _)| name == PARAMETER)
-        .map(|(_, value)| value.into_owned());
-    let first = values.next();
-    match values.next() {
-        Some(_) => Err(format!("query parameter `{PARAMETER}` is given twice")),
-        None => Ok(first),
-    }
-}
-
-/// The sequence number of the event a client last saw: `""` and `"0"` mean
-/// none (replay from the first event); otherwise a block hash (of either
-/// event type) or a height (its BLOCK_VALID event) the log knows.
-pub fn resolve(ctx: &Context, id: &str) -> Result<u64, String> {
-    if id.is_empty() || id == "0" {
-        return Ok(0);
-    }
-    ctx.find_event(id).ok_or_else(|| {
-        format!(
-            "{PARAMETER} `{}` is not in the event log: give a block hash or a height the node has published, or 0 for the first event",
-            shorten(id)
-        )
-    })
-}
+/// Events read from the log at once, at most.
+const MAX_READ: usize = 256;
+/// Events one batch looks at, at most, however few of them the query
+/// selects: the writer gets to ping between batches.
+const MAX_SCANNED: usize = 4096;
 
 /// A client's way through the log.
 pub struct Replay {
     ctx: Arc<Context>,
     stream: Stream,
-    filter: Filter,
+    query: Option<Arc<Query>>,
+    budget: Arc<Budget>,
     /// The next event to read.
     next: u64,
+    /// Events to read at once, from the size of those read so far.
+    read_at_once: usize,
+    /// The batch after the one being written, read meanwhile.
+    ahead: Option<Ahead>,
+    _counted: Counted,
+}
+
+/// A batch being read ahead, from `Replay::next`, and the budget it holds.
+struct Ahead {
+    read: JoinHandle<Result<Read, String>>,
+    lease: budget::Lease,
+}
+
+/// Why a replay cannot go on.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// No room in the replay budget within the wait given: other
+    /// resuming clients hold it all.
+    Starved,
+    /// The event log could not be read.
+    Unreadable(String),
+}
+
+/// Messages read from the log, and the budget they hold until sent.
+pub struct Batch {
+    pub texts: Vec<Text>,
+    pub lease: budget::Lease,
 }
 
 impl Replay {
     /// Replays the events after the one with sequence number `after`.
-    pub fn new(ctx: Arc<Context>, stream: Stream, filter: Filter, after: u64) -> Replay {
+    pub fn new(
+        ctx: Arc<Context>,
+        stream: Stream,
+        query: Option<Arc<Query>>,
+        after: u64,
+        budget: Arc<Budget>,
+        metrics: &Arc<Metrics>,
+    ) -> Replay {
         Replay {
             ctx,
             stream,
-            filter,
+            query,
+            budget,
             next: after + 1,
+            read_at_once: 1,
+            ahead: None,
+            _counted: metrics.replaying(),
         }
     }
 
@@ -83,66 +106,211 @@ impl Replay {
         self.next
     }
 
-    /// The messages of the next batch of events before `until` (the first
-    /// live message's event), or `None` once there are no more. The batch
-    /// may be empty when none of its events has a message for the client.
-    pub async fn next_batch(&mut self, until: Option<u64>) -> Result<Option<Vec<Text>>, String> {
+    /// The next batch of messages of events before `until` (the first
+    /// live message's event), or `None` once there are no more. Waits up
+    /// to `wait` for room in the budget first; reading the log is the
+    /// server's own time, not counted. The batch may be empty when none of
+    /// its events has a message for the client.
+    ///
+    /// While the caller writes the batch returned, the next one is read,
+    /// if the budget has room for it now: replay then goes at the pace of
+    /// the slower of the log and the socket, not of both one after the
+    /// other (row 5a of docs/benchmarks.md).
+    pub async fn next_batch(
+        &mut self,
+        until: Option<u64>,
+        wait: Duration,
+    ) -> Result<Option<Batch>, ReplayError> {
         if until.is_some_and(|until| self.next >= until) {
+            self.ahead = None;
             return Ok(None);
         }
-        let (ctx, stream, filter, from) = (
+        let Ahead { read, mut lease } = match self.ahead.take() {
+            Some(ahead) => ahead,
+            None => {
+                let lease = tokio::time::timeout(wait, self.budget.take(self.budget.batch_bytes()))
+                    .await
+                    .map_err(|_| ReplayError::Starved)?;
+                self.read_ahead(lease, None)
+            }
+        };
+        let mut read = read
+            .await
+            .map_err(|e| format!("reading the event log failed: {e}"))
+            .and_then(|read| read)
+            .map_err(ReplayError::Unreadable)?;
+        if let Some(until) = until {
+            // Read ahead before the first live batch came: what it has of
+            // that batch's events and later goes live instead.
+            read.cut(until);
+        }
+        if read.next == self.next {
+            return Ok(None);
+        }
+        self.next = read.next;
+        self.read_at_once = read.read_at_once;
+        lease.resize(read.bytes);
+        if !read.at_end
+            && let Some(ahead_lease) = self.budget.try_take(self.budget.batch_bytes())
+        {
+            self.ahead = Some(self.read_ahead(ahead_lease, until));
+        }
+        Ok(Some(Batch {
+            texts: read.texts.into_iter().map(|(_, text)| text).collect(),
+            lease,
+        }))
+    }
+
+    /// Starts reading the batch from `next`, off the runtime's workers
+    /// (reading and rendering block).
+    fn read_ahead(&self, lease: budget::Lease, until: Option<u64>) -> Ahead {
+        let (ctx, stream, query, from, read_at_once, target) = (
             self.ctx.clone(),
             self.stream,
-            self.filter.clone(),
+            self.query.clone(),
             self.next,
+            self.read_at_once,
+            lease.bytes(),
         );
-        // Reading and rendering block: off the runtime's workers.
         let read = tokio::task::spawn_blocking(move || {
-            let events = ctx.read_events(from, BATCH)?;
-            let mut messages = Vec::new();
-            let mut next = from;
-            for event in events
-                .iter()
-                .take_while(|e| until.is_none_or(|until| e.seq < until))
-            {
-                let rendered = messages::render(event, |s| s == stream);
-                let matching = rendered.streams.into_iter().flat_map(|(_, m)| m);
-                messages.extend(
-                    matching
-                        .filter(|m| m.tx.as_ref().is_none_or(|tx| filter.matches(tx)))
-                        .map(|m| m.text),
-                );
-                next = event.seq + 1;
-            }
-            Ok::<_, String>((next, messages))
+            read_batch(
+                &ctx,
+                stream,
+                query.as_deref(),
+                from,
+                until,
+                target,
+                read_at_once,
+            )
         });
-        let (next, messages) = read
-            .await
-            .map_err(|e| format!("reading the event log failed: {e}"))??;
-        if next == self.next {
-            return Ok(None);
-        }
-        self.next = next;
-        Ok(Some(messages))
+        Ahead { read, lease }
     }
+}
+
+struct Read {
+    /// Each message with its event's sequence number.
+    texts: Vec<(u64, Text)>,
+    bytes: usize,
+    next: u64,
+    read_at_once: usize,
+    /// The log had no more events.
+    at_end: bool,
+}
+
+impl Read {
+    /// Leaves out the messages of events from `until` on.
+    fn cut(&mut self, until: u64) {
+        if self.next <= until {
+            return;
+        }
+        let kept = self.texts.partition_point(|(seq, _)| *seq < until);
+        self.bytes -= self.texts[kept..]
+            .iter()
+            .map(|(_, text)| text.len())
+            .sum::<usize>();
+        self.texts.truncate(kept);
+        self.next = until;
+        self.at_end = false;
+    }
+}
+
+/// Reads events from `from` (before `until`) and renders the client's
+/// messages of them, until they reach `target` bytes.
+fn read_batch(
+    ctx: &Context,
+    stream: Stream,
+    query: Option<&Query>,
+    from: u64,
+    until: Option<u64>,
+    target: usize,
+    mut read_at_once: usize,
+) -> Result<Read, String> {
+    let mut read = Read {
+        texts: Vec::new(),
+        bytes: 0,
+        next: from,
+        read_at_once,
+        at_end: false,
+    };
+    let mut scanned = 0;
+    while read.bytes < target && scanned < MAX_SCANNED {
+        let asked = read_at_once;
+        let events = ctx.read_events(read.next, asked)?;
+        let mut event_bytes = 0;
+        let count = events.len();
+        for event in &events {
+            if until.is_some_and(|until| event.seq >= until) || read.bytes >= target {
+                // Unread: the next batch starts here.
+                return Ok(read);
+            }
+            event_bytes += 256 + event.transactions.iter().map(|t| t.len()).sum::<usize>();
+            let rendered = messages::render(event, |s| s == stream);
+            let rows = Rows::new(event, &rendered.txs);
+            let subjects = rows.subjects(stream.scope());
+            for (_, texts) in rendered.streams {
+                for (row, text) in texts.into_iter().enumerate() {
+                    let selected = match (query, subjects.get(row)) {
+                        (None, _) => true,
+                        (Some(query), Some(subject)) => query.matches(*subject),
+                        (Some(_), None) => false,
+                    };
+                    if selected {
+                        read.bytes += text.len();
+                        read.texts.push((event.seq, text));
+                    }
+                }
+            }
+            read.next = event.seq + 1;
+            scanned += 1;
+        }
+        // As many events as the batch has room for, by their size so far.
+        if let Some(per_event) = event_bytes.checked_div(count) {
+            read_at_once = (target / per_event.max(1)).clamp(1, MAX_READ);
+            read.read_at_once = read_at_once;
+        }
+        if count < asked {
+            // The end of the log.
+            read.at_end = true;
+            break;
+        }
+    }
+    Ok(read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn read(seqs: &[u64], next: u64) -> Read {
+        Read {
+            texts: seqs
+                .iter()
+                .map(|seq| (*seq, format!("m{seq}").into()))
+                .collect(),
+            bytes: seqs.len() * 2,
+            next,
+            read_at_once: 4,
+            at_end: true,
+        }
+    }
+
     #[test]
-    fn the_parameter_is_optional_and_single() {
-        assert_eq!(requested("operation=CREATE"), Ok(None));
-        assert_eq!(requested("last_seen_event="), Ok(Some(String::new())));
-        assert_eq!(
-            requested("operation=CREATE&last_seen_event=ab%20c"),
-            Ok(Some("ab c".into()))
-        );
-        assert!(
-            requested("last_seen_event=1&last_seen_event=2")
-                .unwrap_err()
-                .contains("given twice")
-        );
+    fn a_batch_read_ahead_is_cut_at_the_first_live_event() {
+        // Events 3 to 6, with two messages of event 4 and none of event 5.
+        let mut r = read(&[3, 4, 4, 6], 7);
+        r.cut(5);
+        let kept: Vec<(u64, &str)> = r.texts.iter().map(|(s, t)| (*s, t.as_str())).collect();
+        assert_eq!(kept, [(3, "m3"), (4, "m4"), (4, "m4")]);
+        assert_eq!((r.bytes, r.next, r.at_end), (6, 5, false));
+
+        // A batch wholly before the live one is whole.
+        let mut r = read(&[3, 4], 5);
+        r.cut(5);
+        assert_eq!((r.texts.len(), r.bytes, r.next, r.at_end), (2, 4, 5, true));
+
+        // A batch wholly after it is empty, and the next read starts there.
+        let mut r = read(&[8, 9], 10);
+        r.cut(8);
+        assert_eq!((r.texts.len(), r.bytes, r.next), (0, 0, 8));
     }
 }

@@ -1,9 +1,10 @@
 //! The streams the plugin serves, and where each one lives.
 
 use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, EventType};
+use stream_query::Scope;
 
 /// One event stream: a URL path and the messages sent on it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Stream {
     /// Planetmint / BigchainDB 2.x: one message per committed transaction.
     ValidTransactions,
@@ -69,9 +70,24 @@ impl Stream {
         }
     }
 
-    /// Whether the stream has one message per transaction (and so takes filters).
-    pub fn per_transaction(self) -> bool {
-        matches!(self, Stream::ValidTransactions | Stream::ValidTx)
+    /// What the stream's messages are about, and so what its queries test:
+    /// transactions (one message each) or blocks.
+    pub fn scope(self) -> Scope {
+        match self {
+            Stream::ValidTransactions | Stream::ValidTx => Scope::Transactions,
+            _ => Scope::Blocks,
+        }
+    }
+
+    /// The stream's name in the stream index: its path's last part.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::ValidTransactions => "valid_transactions",
+            Stream::ValidTx => "valid_tx",
+            Stream::ValidBlocks => "valid_blocks",
+            Stream::InvalidBlocks => "invalid_blocks",
+            Stream::StateDeltas => "state_deltas",
+        }
     }
 
     /// The name the host's HTTP API root lists the stream's URL under, as

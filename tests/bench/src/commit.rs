@@ -13,6 +13,11 @@
 //!
 //! The plugin is `bench-sink`, writing a timestamp line per event; the node
 //! and this process share the machine's wall clock.
+//!
+//! Baselines from the same run: the node's CPU per committed transaction
+//! in the throughput part (from /proc) against the CPU one core spends
+//! validating such a transaction (row 2's work), and the latency against
+//! the disk's own floor (`disk`): a bare redb commit of a block-sized write.
 
 use std::collections::HashMap;
 use std::fs;
@@ -48,6 +53,8 @@ struct Params {
     /// Senders in the latency part: enough that a stall of this many
     /// milliseconds does not delay sending.
     senders: usize,
+    /// Commits of each kind in the disk's floor.
+    floor_commits: usize,
 }
 
 pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
@@ -60,6 +67,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             latency_for: Duration::from_secs(3),
             warmup: Duration::from_millis(500),
             senders: 64,
+            floor_commits: 200,
         }
     } else {
         Params {
@@ -70,6 +78,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             latency_for: Duration::from_secs(30),
             warmup: Duration::from_secs(2),
             senders: 64,
+            floor_commits: 2_000,
         }
     };
     let latency_count = (f64::from(p.rate) * p.latency_for.as_secs_f64()) as usize;
@@ -96,6 +105,21 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let latency = latency(&node, &txs[..latency_count], &p)?;
     let latency_rss = node.peak_rss_kib();
     node.stop()?;
+
+    let validated = &txs[..p.pool.min(2_000)];
+    eprintln!(
+        "[3 commit] baselines: validating {} transactions on one core; the disk's floor",
+        validated.len()
+    );
+    let texts: Vec<&str> = validated.iter().map(|tx| tx.text.as_str()).collect();
+    let validation = crate::validation::cpu_per_transaction(&texts, 3)?;
+    // A block as the latency part made them: that many transactions' JSON.
+    let per_block = (latency.block_size.round() as usize).clamp(1, txs.len());
+    let block: Vec<u8> = txs[..per_block]
+        .iter()
+        .flat_map(|tx| tx.text.bytes())
+        .collect();
+    let floor = crate::disk::floor(&std::env::temp_dir(), &block, p.floor_commits)?;
 
     let latency_note = format!(
         "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average, 99% of the writes within {} ms",
@@ -159,11 +183,55 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 p.rate
             ),
             ours: latency.websocket,
-            baseline: None,
-            target: Some(Target::P99Below(5.0)),
+            baseline: Some(floor.redb),
+            target: Some(Target::LatencyRatioAtMost { p50: 1.5, p99: 2.0 }),
             peak_rss_kib: latency_rss,
             rss_of: "node",
-            notes: Vec::new(),
+            notes: vec![format!(
+                "baseline: a bare redb commit (durable) of a block-sized write ({} bytes, {per_block} transactions' JSON) in the same temporary directory, {} commits after the node stopped (row 3g)",
+                block.len(),
+                p.floor_commits
+            )],
+        },
+        Row {
+            id: "3f",
+            what: format!(
+                "Node CPU per committed transaction ({} clients, mode=async) vs validating one on one core",
+                p.clients
+            ),
+            ours: Figure::Cost {
+                amount: throughput.node_cpu.as_secs_f64() * 1e6 / throughput.accepted.max(1) as f64,
+                unit: "µs",
+                per: "tx",
+            },
+            baseline: Some(Figure::Cost {
+                amount: validation.as_secs_f64() * 1e6,
+                unit: "µs",
+                per: "tx",
+            }),
+            target: Some(Target::RatioAtMost(2.0)),
+            peak_rss_kib: throughput_rss,
+            rss_of: "node",
+            notes: vec![format!(
+                "the node's CPU (every thread, /proc/PID/stat, 10 ms ticks) from the first POST of row 3a until its plugin had the last block, over the {} transactions it committed; the baseline is row 2's work (JSON text to a checked transaction) on this process's thread, median of 3 passes over {} of the same transactions; beyond validation the node parses HTTP, checks state, writes the store and the event log, and publishes",
+                throughput.accepted,
+                validated.len()
+            )],
+        },
+        Row {
+            id: "3g",
+            what: "The disk's floor: bare redb commit of a block-sized write vs bare write in place + fdatasync".into(),
+            ours: floor.redb,
+            baseline: Some(floor.fdatasync),
+            target: None,
+            peak_rss_kib: None,
+            rss_of: "bench process",
+            notes: vec![format!(
+                "{} of each, alternating in tens, {} bytes each, in {}; redb's commit is durable (it syncs before returning); the file is written in place, the database warmed up first (a growing file costs ext4 a journal commit per fdatasync)",
+                p.floor_commits,
+                block.len(),
+                std::env::temp_dir().display()
+            )],
         },
     ])
 }
@@ -187,7 +255,7 @@ impl Bench {
             .prefix("eventhost-bench-")
             .tempdir()?;
         let mut config = format!(
-            "[host]\ndata_dir = \"data\"\n{}\nlog = \"info\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n\
+            "[host]\ndata_dir = \"data\"\n{}\nlog = \"info\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
              [[plugins]]\nname = \"stamps\"\nlibrary = \"{SINK}\"\n[plugins.config]\nstamps = \"stamps.txt\"\nids = {latency}\n",
             crate::plugin_dirs_line(build)
         );
@@ -229,7 +297,7 @@ impl Bench {
 }
 
 /// An HTTP client with its own keep-alive connection.
-fn client() -> ureq::Agent {
+pub(crate) fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(PATIENCE))
@@ -238,7 +306,7 @@ fn client() -> ureq::Agent {
 }
 
 /// Posts a transaction; fails unless the node answers 202.
-fn post(agent: &ureq::Agent, url: &str, tx: &Tx) -> anyhow::Result<()> {
+pub(crate) fn post(agent: &ureq::Agent, url: &str, tx: &Tx) -> anyhow::Result<()> {
     let mut response = agent
         .post(url)
         .header("content-type", "application/json")
@@ -348,7 +416,7 @@ fn p99_bound_ms(metrics: &str, histogram: &str) -> f64 {
         .map_or(f64::NAN, |(le, _)| le * 1e3)
 }
 
-fn now_ns() -> u128 {
+pub(crate) fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
@@ -374,6 +442,9 @@ fn report_progress(what: &str, done: impl Fn() -> Option<String>, limit: Duratio
 
 struct Throughput {
     accepted: usize,
+    /// CPU the node used from the first POST until the last block reached
+    /// its plugin.
+    node_cpu: Duration,
     accepted_per_second: f64,
     committed_per_second: f64,
     block_size: f64,
@@ -388,6 +459,8 @@ fn throughput(
     let url = format!("{}/api/v1/transactions?mode=async", node.base);
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
+    let node_cpu = || crate::sys::process_cpu_time(node.node.pid()).context("the node's CPU time");
+    let cpu_before = node_cpu()?;
     let started_ns = now_ns();
     let started = Instant::now();
     let results: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
@@ -436,10 +509,12 @@ fn throughput(
         );
     }
     let stamps = wait_committed(node, accepted)?;
+    let node_cpu = node_cpu()?.saturating_sub(cpu_before);
     let last_ns = stamps.last().map_or(started_ns, |s| s.at_ns);
     let seconds = (last_ns.saturating_sub(started_ns)) as f64 / 1e9;
     let result = Throughput {
         accepted,
+        node_cpu,
         accepted_per_second: accepted as f64 / posting.as_secs_f64(),
         committed_per_second: accepted as f64 / seconds,
         block_size: accepted as f64 / stamps.len().max(1) as f64,
@@ -453,7 +528,7 @@ fn throughput(
 
 /// Reads `valid_transactions` messages until `count` arrived (or `until`);
 /// returns when each transaction's message arrived, on the wall clock.
-fn listen(
+pub(crate) fn listen(
     mut client: crate::WsClient,
     count: usize,
     until: Instant,

@@ -20,8 +20,13 @@ use std::time::{Duration, Instant};
 use abi_stable::std_types::{RString, RVec};
 use anyhow::{Context, bail};
 use eventhost::config::{Config, DEFAULT_QUEUE_CAPACITY};
-use eventhost::host::Host;
-use eventhost::ledger::builder::{self, Keypair};
+use eventhost::event_log::Reader;
+use eventhost::exchange::{Exchange, Publisher};
+use eventhost::metrics::Metrics;
+use eventhost::plugin_runtime::cursors::Cursors;
+use eventhost::plugin_runtime::{self, Advertised, HostServices, PluginRuntime, RuntimeSettings};
+use eventhost::sources::ledger::builder::{self, Keypair};
+use eventhost::store::Store;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 
 use crate::report::{Figure, Row, Target};
@@ -52,14 +57,14 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("config.toml");
     let config = Config::parse(&config_text(build), &config_path)?;
-    let host = Host::start(&config, &dir.path().join("eventhost.redb"))
+    let mut host = Plugins::start(&config, &dir.path().join("eventhost.redb"))
         .context("cannot start the host with 8 bench-sink plugins")?;
     let template = template_event();
 
     let mut ours = Vec::with_capacity(rounds);
     let mut bare = Vec::with_capacity(rounds);
     for round in 1..=rounds {
-        let r = measure(|| ours_round(&host, &template, length))?;
+        let r = measure(|| ours_round(&mut host, &template, length))?;
         eprintln!(
             "[1 exchange] round {round}/{rounds}: eventhost {}",
             r.describe()
@@ -72,7 +77,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         );
         bare.push(r);
     }
-    host.shutdown();
+    host.runtime.shutdown();
 
     let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_per_event_us).collect());
     let mut notes = vec![format!(
@@ -94,7 +99,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             per_second: median(bare.iter().map(Round::rate).collect()),
             unit: "events",
         }),
-        target: Some(Target::RatioAtLeast(0.5)),
+        target: Some(Target::RatioAtLeast(0.9)),
         peak_rss_kib: sys::peak_rss_kib(None),
         rss_of: "bench process, both sides",
         notes,
@@ -193,21 +198,75 @@ fn wait_for_room(fullest: impl Fn() -> usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host's plugin runtime on an exchange the bench publishes to itself,
+/// without the event log in front of it.
+struct Plugins {
+    runtime: PluginRuntime,
+    exchange: Arc<Exchange>,
+    publisher: Publisher,
+}
+
+impl Plugins {
+    fn start(config: &Config, store: &Path) -> anyhow::Result<Plugins> {
+        let (loaded, failed) = plugin_runtime::load_all(config);
+        if let Some(e) = failed.first() {
+            bail!("{e}");
+        }
+        let store = Arc::new(Store::open(store)?);
+        let metrics = Arc::new(Metrics::new());
+        let log = Reader::new(store.clone());
+        let (exchange, publisher) = Exchange::new(Arc::new(log.clone()), 0, &metrics);
+        let services = HostServices {
+            exchange: exchange.clone(),
+            log,
+            advertised: Arc::new(Advertised::default()),
+            metrics,
+        };
+        let settings = RuntimeSettings {
+            policy: config.host.restart.clone(),
+            startup_timeout: config.host.startup_timeout,
+            shutdown_timeout: config.host.shutdown_timeout,
+            data_dir: config.host.data_dir.clone(),
+        };
+        let runtime = PluginRuntime::start(
+            loaded,
+            Cursors::open(store)?,
+            services,
+            settings,
+            Default::default(),
+        )?;
+        runtime.wait_started(config.host.startup_timeout);
+        Ok(Plugins {
+            runtime,
+            exchange,
+            publisher,
+        })
+    }
+}
+
 /// Publishes through the host's exchange for `length`, and waits until
 /// every plugin has received the last event; returns how many it published.
-fn ours_round(host: &Host, template: &Event, length: Duration) -> anyhow::Result<u64> {
-    let exchange = &host.services().exchange;
+fn ours_round(host: &mut Plugins, template: &Event, length: Duration) -> anyhow::Result<u64> {
     // Each plugin's progress, looked up once: a plugin that restarted
     // would get a new one, and then the round fails rather than hangs.
-    let progress: Vec<_> = host.plugins().iter().map(|p| p.progress()).collect();
-    let first = exchange.head() + 1;
+    let progress: Vec<_> = host
+        .runtime
+        .plugins()
+        .list()
+        .iter()
+        .map(|p| p.progress())
+        .collect();
+    let first = host.exchange.head() + 1;
     let mut last = first - 1;
     let started = Instant::now();
     while started.elapsed() < length {
         wait_for_room(|| progress.iter().map(|p| p.queued()).max().unwrap_or(0))?;
         for _ in 0..BATCH {
             last += 1;
-            exchange.publish(numbered(template, last));
+            // One commit per event: the ledger's blocks commit one
+            // BLOCK_VALID each (two with rejections), so no batching of
+            // events across commits flatters the exchange here.
+            host.publisher.publish(vec![numbered(template, last)]);
         }
     }
     let deadline = Instant::now() + STALL;

@@ -16,10 +16,14 @@
 //! The clients run in this process, on the same 2 cores: reading 1,000
 //! streams costs about what serving them does, and both servers share
 //! that handicap.
+//!
+//! Row 7c ([`crate::edge`]) measures an edge node the same way
+//! ([`measure_edge`]): its blocks come from a JetStream stream the feeder
+//! publishes to, instead of its standard input.
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,24 +39,63 @@ use crate::{median, quantile, sys};
 /// The stream the clients read; the bare server serves it on any path.
 const PATH: &str = "/api/v1/streams/valid_transactions";
 /// Transactions per block: one message each per client.
-const PER_BLOCK: u64 = 100;
+pub const PER_BLOCK: u64 = 100;
 /// Messages a client may be behind before the feeder waits: a fifth of
 /// either server's queue.
 const WINDOW: u64 = 2_000;
 /// A server that delivers nothing for this long has stopped.
 const STALL: Duration = Duration::from_secs(30);
 
-struct Params {
-    clients: usize,
-    rounds: usize,
+pub(crate) struct Params {
+    pub clients: usize,
+    pub rounds: usize,
     /// How long blocks are fed in a round.
-    feed_for: Duration,
+    pub feed_for: Duration,
     /// How often a new client connects while blocks are fed.
-    probe_every: Duration,
+    pub probe_every: Duration,
+}
+
+impl Params {
+    pub fn new(quick: bool) -> Params {
+        if quick {
+            Params {
+                clients: 50,
+                rounds: 1,
+                feed_for: Duration::from_secs(2),
+                probe_every: Duration::from_millis(100),
+            }
+        } else {
+            Params {
+                clients: 1000,
+                rounds: 3,
+                feed_for: Duration::from_secs(8),
+                probe_every: Duration::from_millis(50),
+            }
+        }
+    }
+}
+
+/// What the clients ask for and what the blocks hold.
+pub(crate) struct Workload {
+    /// Client `i` reads `paths[i % paths.len()]`.
+    pub paths: Vec<String>,
+    /// Whether each transaction has metadata (`{"n": <its number>}`) and an
+    /// output, for queries to look into.
+    pub rich: bool,
+}
+
+impl Workload {
+    /// Row 4's: every client on `valid_transactions`, bare transactions.
+    pub fn plain() -> Workload {
+        Workload {
+            paths: vec![PATH.into()],
+            rich: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Server {
+pub(crate) enum Server {
     Ours,
     Bare,
 }
@@ -66,42 +109,36 @@ impl Server {
     }
 }
 
+/// An edge node following a stream, and how its blocks get there.
+pub(crate) struct EdgeFeed {
+    /// The `[source]` table of the edge's configuration.
+    pub source: String,
+    /// Makes the writer that publishes each block (a line) written to it.
+    pub publisher: Box<dyn Fn() -> anyhow::Result<Box<dyn Write + Send>>>,
+}
+
 /// One round of one server.
-struct Round {
-    delivered: u64,
+pub(crate) struct Round {
+    pub delivered: u64,
     feeding: Duration,
     server_cpu: Duration,
     idle_kib_per_client: f64,
     connect_ms: Vec<f64>,
-    peak_rss_kib: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Round {
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.delivered as f64 / self.feeding.as_secs_f64()
     }
 
-    fn cpu_us_per_message(&self) -> f64 {
+    pub fn cpu_us_per_message(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.delivered as f64
     }
 }
 
 pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
-    let p = if quick {
-        Params {
-            clients: 50,
-            rounds: 1,
-            feed_for: Duration::from_secs(2),
-            probe_every: Duration::from_millis(100),
-        }
-    } else {
-        Params {
-            clients: 1000,
-            rounds: 3,
-            feed_for: Duration::from_secs(8),
-            probe_every: Duration::from_millis(50),
-        }
-    };
+    let p = Params::new(quick);
     eprintln!(
         "[4 websocket] {} round(s): {} clients, blocks of {PER_BLOCK} transactions fed for {:.0} s, eventhost and the bare server alternating",
         p.rounds,
@@ -116,7 +153,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut bare = Vec::new();
     for round in 1..=p.rounds {
         for server in [Server::Ours, Server::Bare] {
-            let r = measure(server, build, &p, &runtime)?;
+            let r = measure(server, build, &p, &Workload::plain(), &runtime)?;
             eprintln!(
                 "[4 websocket] round {round}/{}: {}: {:.0} messages/s, {:.2} µs server CPU per message, {:.1} KiB per idle client, connect p99 {:.1} ms",
                 p.rounds,
@@ -231,6 +268,18 @@ struct Process {
     child: Child,
     dir: tempfile::TempDir,
     address: String,
+    name: &'static str,
+    /// An edge stops on SIGTERM; the others when their input ends.
+    edge: bool,
+}
+
+/// The node's configuration: `source` (an edge's `[source]` table, or
+/// nothing), and the websocket plugin set up as the bare server serves.
+fn node_config(build: &Path, source: &str) -> String {
+    format!(
+        "[host]\n{}\nlog = \"info\"\n\n{source}\n[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n# The bare server does not ping either.\nping_interval_ms = 0\n# Every client comes from 127.0.0.1.\nmax_connections_per_address = 10000\n",
+        crate::plugin_dirs_line(build)
+    )
 }
 
 impl Process {
@@ -238,14 +287,9 @@ impl Process {
         let dir = tempfile::Builder::new()
             .prefix("eventhost-bench-ws-")
             .tempdir()?;
-        let log = dir.path().join("server.log");
-        let mut command = match server {
+        let command = match server {
             Server::Ours => {
-                let config = format!(
-                    "[host]\n{}\nlog = \"info\"\n\n[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n# The bare server does not ping either.\nping_interval_ms = 0\n",
-                    crate::plugin_dirs_line(build)
-                );
-                std::fs::write(dir.path().join("config.toml"), config)?;
+                std::fs::write(dir.path().join("config.toml"), node_config(build, ""))?;
                 let mut command = Command::new(build.join("eventhost"));
                 command
                     .arg("--config")
@@ -259,6 +303,33 @@ impl Process {
                 command
             }
         };
+        Process::spawn(command, dir, server.name(), false)
+    }
+
+    /// An edge node (`eventhost run`) following the stream `feed` names.
+    fn start_edge(feed: &EdgeFeed, build: &Path) -> anyhow::Result<Process> {
+        let dir = tempfile::Builder::new()
+            .prefix("eventhost-bench-ws-")
+            .tempdir()?;
+        std::fs::write(
+            dir.path().join("config.toml"),
+            node_config(build, &feed.source),
+        )?;
+        let mut command = Command::new(build.join("eventhost"));
+        command
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .arg("run");
+        Process::spawn(command, dir, "eventhost edge", true)
+    }
+
+    fn spawn(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        name: &'static str,
+        edge: bool,
+    ) -> anyhow::Result<Process> {
+        let log = dir.path().join("server.log");
         let child = command
             .current_dir(dir.path())
             .env_remove("RUST_LOG")
@@ -267,11 +338,13 @@ impl Process {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
-            .with_context(|| format!("cannot start the {} server", server.name()))?;
+            .with_context(|| format!("cannot start the {name} server"))?;
         let mut process = Process {
             child,
             dir,
             address: String::new(),
+            name,
+            edge,
         };
         let deadline = Instant::now() + STALL;
         process.address = loop {
@@ -280,13 +353,10 @@ impl Process {
                 break address;
             }
             if let Some(status) = process.child.try_wait()? {
-                bail!("the {} server exited ({status}):\n{text}", server.name());
+                bail!("the {name} server exited ({status}):\n{text}");
             }
             if Instant::now() > deadline {
-                bail!(
-                    "the {} server did not listen within {STALL:?}:\n{text}",
-                    server.name()
-                );
+                bail!("the {name} server did not listen within {STALL:?}:\n{text}");
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -301,9 +371,13 @@ impl Process {
         self.child.id()
     }
 
-    /// Ends its input, so it stops, and waits for it.
+    /// Ends its input, so it stops (an edge: SIGTERM), and waits for it.
     fn stop(mut self) -> anyhow::Result<()> {
         drop(self.child.stdin.take());
+        if self.edge {
+            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
         let deadline = Instant::now() + STALL;
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
@@ -322,12 +396,12 @@ impl Drop for Process {
     }
 }
 
-/// Connects a client to the stream; it counts the text messages it gets
-/// into `count` until the server closes it or `stop` is set.
-async fn connect(address: &str, count: Arc<AtomicU64>) -> anyhow::Result<()> {
+/// Connects a client to the stream at `path`; it counts the text messages
+/// it gets into `count` until the server closes it or `stop` is set.
+async fn connect(address: &str, path: &str, count: Arc<AtomicU64>) -> anyhow::Result<()> {
     let tcp = TcpStream::connect(address).await?;
     tcp.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{PATH}"), tcp).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp).await?;
     tokio::spawn(async move {
         while let Some(Ok(message)) = ws.next().await {
             match message {
@@ -359,10 +433,24 @@ fn probe(address: &str, every: Duration, probing: &AtomicBool) -> anyhow::Result
 }
 
 /// One block of `PER_BLOCK` transactions, numbered from `first`, as
-/// `eventhost replay` reads it.
-fn block(height: u64, first: u64) -> String {
+/// `eventhost replay` reads it: row 4's, bare transactions.
+pub fn block(height: u64, first: u64) -> String {
+    block_of(height, first, false)
+}
+
+/// One block of `PER_BLOCK` transactions, numbered from `first`; `rich`:
+/// each with metadata and an output, for queries to look into.
+fn block_of(height: u64, first: u64, rich: bool) -> String {
     let transactions: Vec<String> = (first..first + PER_BLOCK)
-        .map(|n| format!(r#"{{"id":"{n:064x}","operation":"CREATE"}}"#))
+        .map(|n| {
+            if rich {
+                format!(
+                    r#"{{"id":"{n:064x}","operation":"CREATE","metadata":{{"n":{n}}},"outputs":[{{"amount":"1","public_keys":["{KEY}"]}}]}}"#
+                )
+            } else {
+                format!(r#"{{"id":"{n:064x}","operation":"CREATE"}}"#)
+            }
+        })
         .collect();
     format!(
         r#"{{"type":"BLOCK_VALID","height":{height},"hash":"{height:064x}","transactions":[{}]}}"#,
@@ -370,20 +458,54 @@ fn block(height: u64, first: u64) -> String {
     )
 }
 
-fn measure(
+/// The owner of every output in rich blocks.
+pub(crate) const KEY: &str = "JEAkEJqLbbgDRAtMm8YAjGp759Aq2qTn9eaEHUj2XePE";
+
+/// One round of `server`: its clients connect, blocks are fed on its
+/// standard input for `p.feed_for`, and what it delivered and spent is
+/// measured.
+pub(crate) fn measure(
     server: Server,
     build: &Path,
     p: &Params,
+    workload: &Workload,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Round> {
     let mut process = Process::start(server, build)?;
+    let input = process.child.stdin.take().context("the server's input")?;
+    measure_process(process, Box::new(input), p, workload, runtime)
+}
+
+/// [`measure`] of an edge node, its blocks published to its stream.
+pub(crate) fn measure_edge(
+    feed: &EdgeFeed,
+    build: &Path,
+    p: &Params,
+    workload: &Workload,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Round> {
+    let process = Process::start_edge(feed, build)?;
+    let input = (feed.publisher)()?;
+    measure_process(process, input, p, workload, runtime)
+}
+
+fn measure_process(
+    process: Process,
+    mut input: Box<dyn Write + Send>,
+    p: &Params,
+    workload: &Workload,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Round> {
     let rss_before = sys::rss_kib(process.pid()).context("the server's RSS")?;
     let counts: Vec<Arc<AtomicU64>> = (0..p.clients).map(|_| Arc::default()).collect();
     runtime.block_on(async {
         // A hundred at a time: what a crowd reconnecting looks like, and
         // well within the listen backlog.
-        for chunk in counts.chunks(100) {
-            let connecting = chunk.iter().map(|c| connect(&process.address, c.clone()));
+        for (i, chunk) in counts.chunks(100).enumerate() {
+            let connecting = chunk.iter().enumerate().map(|(j, c)| {
+                let path = &workload.paths[(i * 100 + j) % workload.paths.len()];
+                connect(&process.address, path, c.clone())
+            });
             for connected in futures_util::future::join_all(connecting).await {
                 connected.context("a client could not connect")?;
             }
@@ -395,7 +517,6 @@ fn measure(
     let rss_idle = sys::rss_kib(process.pid()).context("the server's RSS")?;
     let idle_kib_per_client = rss_idle.saturating_sub(rss_before) as f64 / p.clients as f64;
 
-    let mut input = process.child.stdin.take().context("the server's input")?;
     let probing = AtomicBool::new(true);
     let (fed, connect_ms) = std::thread::scope(|scope| {
         let prober = scope.spawn(|| probe(&process.address, p.probe_every, &probing));
@@ -403,7 +524,7 @@ fn measure(
             let cpu_before =
                 sys::process_cpu_time(process.pid()).context("the server's CPU time")?;
             let started = Instant::now();
-            let sent = feed(&mut input, &counts, p.feed_for)?;
+            let sent = feed(&mut *input, &counts, p.feed_for, workload.rich)?;
             let feeding = started.elapsed();
             let server_cpu = sys::process_cpu_time(process.pid())
                 .context("the server's CPU time")?
@@ -424,11 +545,11 @@ fn measure(
     if delivered != sent * p.clients as u64 {
         bail!(
             "the {} server delivered {delivered} of {} messages",
-            server.name(),
+            process.name,
             sent * p.clients as u64
         );
     }
-    process.child.stdin = Some(input);
+    drop(input);
     process.stop()?;
     Ok(Round {
         delivered,
@@ -444,9 +565,10 @@ fn measure(
 /// messages, then waits until every client has every message. Returns the
 /// messages each client got.
 fn feed(
-    input: &mut ChildStdin,
+    input: &mut dyn Write,
     counts: &[Arc<AtomicU64>],
     length: Duration,
+    rich: bool,
 ) -> anyhow::Result<u64> {
     let slowest = || {
         counts
@@ -475,7 +597,7 @@ fn feed(
     while started.elapsed() < length {
         wait_until(&|slowest| sent - slowest + PER_BLOCK <= WINDOW)?;
         height += 1;
-        writeln!(input, "{}", block(height, sent))?;
+        writeln!(input, "{}", block_of(height, sent, rich))?;
         input.flush()?;
         sent += PER_BLOCK;
     }

@@ -40,7 +40,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use eventhost::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::builder::{self, Keypair};
 
 use crate::report::{Figure, Row};
 use crate::{SINK, median, quantile, sys};

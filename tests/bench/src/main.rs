@@ -9,10 +9,18 @@
 
 mod bare_ws;
 mod commit;
+mod dashboard;
+mod disk;
+mod edge;
 mod exchange;
 mod fanout;
+mod heavy_reads;
 mod isolation;
+mod nats;
 mod node;
+mod peer;
+mod python;
+mod queries;
 mod replay;
 mod report;
 mod sys;
@@ -51,13 +59,30 @@ enum Which {
     Validation,
     /// 3: HTTP POST to BLOCK_VALID through the real node.
     Commit,
+    /// 3e: GET /api/v1 while 4 clients loop on a heavy text search.
+    HeavyReads,
     /// 4: WebSocket fan-out to 1,000 clients vs a bare tokio-tungstenite server.
     Websocket,
+    /// 4f-4h: fan-out to clients with queries vs without; one query's evaluation.
+    Queries,
     /// 5: replay from the event log to one resuming WebSocket client vs
     /// `eventhost events`.
     Replay,
+    /// 4e, 4i, 4j: fan-out vs BigchainDB 2.2.2's own stream server and the
+    /// pre-framed floor, through ../shared/peer's harness (skipped without it).
+    Peer,
     /// 6: a plugin in process mode vs the same plugin in thread mode.
     Process,
+    /// 7a: the nats plugin's JetStream publish with acks vs bare async-nats.
+    Nats,
+    /// 7b–7d: edge nodes: JetStream to the log, WebSocket fan-out, POST to
+    /// an edge's client.
+    Edge,
+    /// 8: a Python plugin that counts vs a native one (process mode).
+    Python,
+    /// 9: the node's CPU and memory with the dashboard page open in
+    /// headless Chromium vs without (skipped without chromium).
+    Dashboard,
     /// Not a benchmark: the bare WebSocket server row 4 measures, run as a
     /// process of its own.
     #[value(hide = true)]
@@ -90,7 +115,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // A benchmark that fails does not take the others' results with it;
     // the run still fails at the end.
     let mut failed = Vec::new();
-    let benchmarks: [(Which, &str, Benchmark); 6] = [
+    let benchmarks: &[(Which, &str, Benchmark)] = &[
         (Which::Exchange, "exchange", &|| {
             exchange::run(&build, cli.quick)
         }),
@@ -98,15 +123,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             validation::run(cli.quick)
         }),
         (Which::Commit, "commit", &|| commit::run(&build, cli.quick)),
+        (Which::HeavyReads, "heavy-reads", &|| {
+            heavy_reads::run(&build, cli.quick)
+        }),
         (Which::Websocket, "websocket", &|| {
             fanout::run(&build, cli.quick)
+        }),
+        (Which::Peer, "peer", &|| peer::run(&build, cli.quick)),
+        (Which::Queries, "queries", &|| {
+            queries::run(&build, cli.quick)
         }),
         (Which::Replay, "replay", &|| replay::run(&build, cli.quick)),
         (Which::Process, "process", &|| {
             isolation::run(&build, cli.quick)
         }),
+        (Which::Nats, "nats", &|| nats::run(&build, cli.quick)),
+        (Which::Edge, "edge", &|| edge::run(&build, cli.quick)),
+        (Which::Python, "python", &|| python::run(&build, cli.quick)),
+        (Which::Dashboard, "dashboard", &|| {
+            dashboard::run(&build, cli.quick)
+        }),
     ];
-    for (which, name, benchmark) in benchmarks {
+    for &(which, name, benchmark) in benchmarks {
         if cli.which != Which::All && cli.which != which {
             continue;
         }
@@ -151,8 +189,8 @@ fn build_dir() -> anyhow::Result<PathBuf> {
         .to_owned();
     for file in [
         format!("eventhost{}", std::env::consts::EXE_SUFFIX),
-        eventhost::plugin_manager::library_file_name(SINK),
-        eventhost::plugin_manager::library_file_name("websocket"),
+        eventhost::plugin_runtime::library_file_name(SINK),
+        eventhost::plugin_runtime::library_file_name("websocket"),
     ] {
         if !dir.join(&file).exists() {
             bail!(

@@ -43,22 +43,34 @@ pub enum Target {
     RatioAtLeast(f64),
     /// ours / baseline at most this (costs).
     RatioAtMost(f64),
-    /// p99 below this many milliseconds.
-    P99Below(f64),
     /// p99 at most this many milliseconds.
     P99AtMost(f64),
     /// A cost of ours at most this much of this unit (the figure's).
     CostAtMost(f64, &'static str),
+    /// Latencies: ours / baseline at most `p50` at the median and `p99` at
+    /// the 99th percentile.
+    LatencyRatioAtMost { p50: f64, p99: f64 },
 }
 
 impl Row {
-    /// ours / baseline, for rates and costs.
+    /// ours / baseline, for rates and costs; for latencies, of the p99s.
     pub fn ratio(&self) -> Option<f64> {
         match (self.ours, self.baseline?) {
             (Figure::Rate { per_second: a, .. }, Figure::Rate { per_second: b, .. })
             | (Figure::Cost { amount: a, .. }, Figure::Cost { amount: b, .. })
+            | (Figure::Latency { p99_ms: a, .. }, Figure::Latency { p99_ms: b, .. })
                 if b > 0.0 =>
             {
+                Some(a / b)
+            }
+            _ => None,
+        }
+    }
+
+    /// ours / baseline of the p50s, for latencies.
+    pub fn p50_ratio(&self) -> Option<f64> {
+        match (self.ours, self.baseline?) {
+            (Figure::Latency { p50_ms: a, .. }, Figure::Latency { p50_ms: b, .. }) if b > 0.0 => {
                 Some(a / b)
             }
             _ => None,
@@ -73,12 +85,14 @@ impl Row {
         match self.target.as_ref()? {
             Target::RatioAtLeast(min) => self.ratio().map(|r| r >= *min),
             Target::RatioAtMost(max) => self.ratio().map(|r| r <= *max),
-            Target::P99Below(max) => p99.map(|p| p < *max),
             Target::P99AtMost(max) => p99.map(|p| p <= *max),
             Target::CostAtMost(max, _) => match self.ours {
                 Figure::Cost { amount, .. } => Some(amount <= *max),
                 _ => None,
             },
+            Target::LatencyRatioAtMost { p50, p99 } => {
+                Some(self.p50_ratio()? <= *p50 && self.ratio()? <= *p99)
+            }
         }
     }
 
@@ -89,6 +103,7 @@ impl Row {
             "ours": self.ours.json(),
             "baseline": self.baseline.map(|b| b.json()),
             "ratio": self.ratio(),
+            "p50_ratio": self.p50_ratio(),
             "target": self.target.as_ref().map(Target::text),
             "met": self.met(),
             "peak_rss_kib": self.peak_rss_kib,
@@ -125,9 +140,9 @@ impl Target {
         match self {
             Target::RatioAtLeast(min) => format!("ratio ≥ {min}"),
             Target::RatioAtMost(max) => format!("ratio ≤ {max}"),
-            Target::P99Below(max) => format!("p99 < {max} ms"),
             Target::P99AtMost(max) => format!("p99 ≤ {max} ms"),
             Target::CostAtMost(max, unit) => format!("≤ {max} {unit}"),
+            Target::LatencyRatioAtMost { p50, p99 } => format!("p50 ≤ {p50}x, p99 ≤ {p99}x"),
         }
     }
 }
@@ -158,7 +173,10 @@ pub fn table(rows: &[Row]) -> String {
             row.what,
             row.ours.text(),
             cell(row.baseline.map(|b| b.text())),
-            cell(row.ratio().map(|r| format!("{r:.2}"))),
+            cell(row.ratio().map(|r| match row.p50_ratio() {
+                Some(p50) => format!("p50 {p50:.2}, p99 {r:.2}"),
+                None => format!("{r:.2}"),
+            })),
             cell(row.target.as_ref().map(Target::text)),
             cell(
                 row.met()

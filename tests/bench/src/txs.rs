@@ -2,7 +2,7 @@
 //! ledger's own builder, as the drivers make them.
 
 use anyhow::anyhow;
-use eventhost::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::builder::{self, Keypair};
 use serde_json::json;
 
 /// A transaction ready to post.

@@ -13,8 +13,18 @@ enum Config {
     Panic { at: u64, output: String },
     /// Like `panic`, but the process dies of SIGSEGV.
     Segfault { at: u64, output: String },
+    /// Appends `<seq> <pid>` for each event to `output`, and before
+    /// recording an event panics with probability `panic_probability`, so
+    /// that the event is delivered again after the restart. The pid tells
+    /// the soak test which process (node or plugin child) recorded a line.
+    Flaky {
+        panic_probability: f64,
+        output: String,
+    },
     /// Says it is ready, then never reads its queue.
     NeverRead,
+    /// Says it is ready after `ready_after_ms`, then reads its queue.
+    SlowStart { ready_after_ms: u64 },
     /// Reports a failure instead of starting.
     FailAtStart,
 }
@@ -35,11 +45,21 @@ fn run(ctx: Context, events: Events) -> Result<(), String> {
                 libc::raise(libc::SIGSEGV);
             }
         }),
+        Config::Flaky {
+            panic_probability,
+            output,
+        } => record_flakily(&ctx, &events, panic_probability, &output),
         Config::NeverRead => {
             ctx.ready();
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
             }
+        }
+        Config::SlowStart { ready_after_ms } => {
+            std::thread::sleep(Duration::from_millis(ready_after_ms));
+            ctx.ready();
+            for _event in &events {}
+            Ok(())
         }
         Config::FailAtStart => {
             ctx.failed("cannot reach the thing it needs");
@@ -69,6 +89,38 @@ fn record_until(
             crash();
         }
         writeln!(out, "{}", event.seq).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The `flaky` mode: records every event, panicking now and then before one.
+fn record_flakily(
+    ctx: &Context,
+    events: &Events,
+    panic_probability: f64,
+    output: &str,
+) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&panic_probability) {
+        return Err(format!(
+            "panic_probability = {panic_probability} is out of range: it must be from 0 to 1"
+        ));
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(output)
+        .map_err(|e| format!("cannot open {output}: {e}"))?;
+    ctx.ready();
+    let pid = std::process::id();
+    for event in events {
+        if fastrand::f64() < panic_probability {
+            ctx.warn(format_args!("panicking at event {}", event.seq));
+            panic!("deliberate panic (flaky mode)");
+        }
+        // One write(2) per line on an O_APPEND file: after a kill -9 a
+        // line is there whole or not at all.
+        out.write_all(format!("{} {pid}\n", event.seq).as_bytes())
+            .map_err(|e| format!("cannot write {output}: {e}"))?;
     }
     Ok(())
 }

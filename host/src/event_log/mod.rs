@@ -1,0 +1,477 @@
+//! The event log: every event a source produces, numbered and durable, and
+//! the one door through which events reach the exchange.
+//!
+//! A source (the ledger, a replay, later an upstream node) holds the one
+//! [`EventLog`] of the node and calls [`EventLog::commit`]: the events are
+//! numbered and written to the store in one durable transaction (with
+//! whatever else the source writes in it, such as a block), and only then
+//! handed to the exchange, in order. The exchange's publishing handle lives
+//! inside the `EventLog` and nowhere else, and `commit` takes `&mut self`,
+//! so "written before published, in order, by one writer" is a property of
+//! the types rather than a convention.
+//!
+//! A source numbers nothing itself, except an edge node's: it follows a
+//! ledger node's log and keeps that node's numbers, so that every edge's
+//! log is the ledger's, event for event ([`EventLog::commit_numbered_with`]
+//! takes them as given and refuses any but the next one).
+//!
+//! Anyone may read the log through a [`Reader`]: a plugin resuming a
+//! client, a catching-up queue, `eventhost events`.
+
+mod retention;
+
+use std::sync::Arc;
+
+use eventhost_plugin_api::{BLOCK_VALID, Event};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::codec;
+use crate::exchange::{Exchange, History, Publisher};
+use crate::metrics::Metrics;
+use crate::store::seal::{seal, seal_u64, unseal, unseal_u64};
+use crate::store::{Store, StoreError, TxnError};
+
+pub use retention::{Pruner, Retention};
+
+/// seq -> the event, as [`codec::encode_event`] writes it (sealed, as every
+/// value, see [`crate::store::seal`]).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// block hash -> the sequence number of its event (BLOCK_VALID or BLOCK_INVALID).
+const EVENT_BY_HASH: TableDefinition<&str, &[u8]> = TableDefinition::new("event_by_hash");
+/// height -> the sequence number of its BLOCK_VALID event.
+const EVENT_BY_HEIGHT: TableDefinition<u64, &[u8]> = TableDefinition::new("event_by_height");
+
+/// The node's one writer of events.
+pub struct EventLog {
+    store: Arc<Store>,
+    publisher: Publisher,
+    /// The sequence number of the newest event, 0 while the log is empty:
+    /// this is the one writer, so it always knows.
+    head: u64,
+}
+
+/// Why events numbered by an upstream node were not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An event whose number is not the next one of the log.
+    #[error(
+        "event {got} cannot follow event {head}, the newest of the event log: events are committed in order, each the next one"
+    )]
+    OutOfOrder { head: u64, got: u64 },
+}
+
+/// Who numbers the events of a commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Numbering {
+    /// The log: each one after the newest.
+    Log,
+    /// The events carry their numbers (an upstream node's), checked to be
+    /// the next ones.
+    Given,
+}
+
+impl EventLog {
+    /// Opens the log in `store` (creating its tables) and the exchange that
+    /// publishes it. The exchange is returned for subscribing; publishing
+    /// stays with the log.
+    pub fn open(
+        store: Arc<Store>,
+        metrics: &Metrics,
+    ) -> Result<(EventLog, Arc<Exchange>), StoreError> {
+        store.write(|txn| {
+            txn.open_table(EVENTS)?;
+            txn.open_table(EVENT_BY_HASH)?;
+            txn.open_table(EVENT_BY_HEIGHT)?;
+            Ok(())
+        })?;
+        let reader = Reader {
+            store: store.clone(),
+        };
+        let head = reader.last_seq()?;
+        metrics
+            .head_height
+            .set(i64::try_from(reader.last_height()?).unwrap_or(i64::MAX));
+        let (exchange, publisher) = Exchange::new(Arc::new(reader), head, metrics);
+        Ok((
+            EventLog {
+                store,
+                publisher,
+                head,
+            },
+            exchange,
+        ))
+    }
+
+    /// The sequence number of the newest event, 0 if there is none.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Numbers `events` after the newest one, writes them durably in one
+    /// transaction, then publishes them in order.
+    pub fn commit(&mut self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.commit_with(events, |_| Ok(()))
+    }
+
+    /// Like [`EventLog::commit`], with `also` writing the source's own
+    /// records in the same transaction: both become durable, or neither.
+    /// The events are published only once the transaction is committed.
+    pub fn commit_with<T>(
+        &mut self,
+        events: Vec<Event>,
+        also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
+    ) -> Result<T, StoreError> {
+        self.write(events, Numbering::Log, also)
+    }
+
+    /// Commits events that carry their sequence numbers, an upstream
+    /// node's (an edge node's source), with `also` in the same transaction
+    /// as [`EventLog::commit_with`] does. The first must be the next one
+    /// after the newest of the log and each one the next after it; in an
+    /// empty log the first one starts the numbering (an edge that starts
+    /// with a stream whose first events are gone). Anything else is
+    /// refused, and nothing is written.
+    pub fn commit_numbered_with<T>(
+        &mut self,
+        events: Vec<Event>,
+        also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
+    ) -> Result<T, CommitError> {
+        let mut head = self.head;
+        for event in &events {
+            if event.seq == 0 || (head != 0 && event.seq != head + 1) {
+                return Err(CommitError::OutOfOrder {
+                    head,
+                    got: event.seq,
+                });
+            }
+            head = event.seq;
+        }
+        Ok(self.write(events, Numbering::Given, also)?)
+    }
+
+    /// Writes `events` and `also` in one durable transaction, then
+    /// publishes the events in order.
+    fn write<T>(
+        &mut self,
+        mut events: Vec<Event>,
+        numbering: Numbering,
+        also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
+    ) -> Result<T, StoreError> {
+        let (value, head) = self.store.write(|txn| {
+            let value = also(txn)?;
+            let head = append(txn, &mut events, numbering)?;
+            Ok((value, head))
+        })?;
+        self.head = head;
+        self.publisher.publish(events);
+        Ok(value)
+    }
+}
+
+/// Appends `events` inside `txn`, numbering them if the log is to, and
+/// returns the newest sequence number.
+fn append(
+    txn: &WriteTransaction,
+    events: &mut [Event],
+    numbering: Numbering,
+) -> Result<u64, TxnError> {
+    let mut table = txn.open_table(EVENTS)?;
+    let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
+    let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
+    let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
+    let mut buf = Vec::new();
+    for event in events.iter_mut() {
+        if numbering == Numbering::Log {
+            event.seq = seq + 1;
+        }
+        seq = event.seq;
+        codec::encode_event(event, &mut buf);
+        table.insert(seq, seal::<u64>("events", &seq, &buf).as_slice())?;
+        let hash = event.block_hash.as_str();
+        by_hash.insert(
+            hash,
+            seal_u64::<&str>("event_by_hash", &hash, seq).as_slice(),
+        )?;
+        if event.event_type == BLOCK_VALID {
+            let height = event.height;
+            by_height.insert(
+                height,
+                seal_u64::<u64>("event_by_height", &height, seq).as_slice(),
+            )?;
+        }
+    }
+    Ok(seq)
+}
+
+/// Reads the event log. Cheap to clone.
+#[derive(Clone)]
+pub struct Reader {
+    store: Arc<Store>,
+}
+
+impl Reader {
+    /// A reader of the log in `store`, for the commands that read it with
+    /// no node running (`eventhost events`).
+    pub fn new(store: Arc<Store>) -> Reader {
+        Reader { store }
+    }
+
+    /// The sequence number of the newest event, 0 if there is none.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.store.read(|txn| {
+            let Some(table) = events_table(txn)? else {
+                return Ok(0);
+            };
+            Ok(table.last()?.map_or(0, |(k, _)| k.value()))
+        })
+    }
+
+    /// The height of the newest BLOCK_VALID event, 0 if there is none.
+    pub fn last_height(&self) -> Result<u64, StoreError> {
+        self.store.read(|txn| {
+            let table = match txn.open_table(EVENT_BY_HEIGHT) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.last()?.map_or(0, |(k, _)| k.value()))
+        })
+    }
+
+    /// The sequence number of the oldest event still in the log (events
+    /// before it were pruned), `None` if there is none.
+    pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
+        self.store.read(|txn| {
+            let Some(table) = events_table(txn)? else {
+                return Ok(None);
+            };
+            Ok(table.first()?.map(|(k, _)| k.value()))
+        })
+    }
+
+    /// Up to `max` events with `seq >= from`, in order.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
+        self.store.read(|txn| {
+            let Some(table) = events_table(txn)? else {
+                return Ok(Vec::new());
+            };
+            let mut events = Vec::new();
+            for entry in table.range(from..)?.take(max) {
+                let (k, v) = entry?;
+                let seq = k.value();
+                let record = || format!("event {seq}");
+                let bytes = unseal::<u64>("events", &seq, v.value(), record)?;
+                let event = codec::decode_event(seq, bytes)
+                    .map_err(|reason| TxnError::corrupt(record(), reason))?;
+                events.push(event);
+            }
+            Ok(events)
+        })
+    }
+
+    /// The sequence number of a block's event: `id` is a block hash, or a
+    /// height (its BLOCK_VALID event).
+    pub fn find_event(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.store.read(|txn| {
+            if let Ok(height) = id.parse::<u64>() {
+                let table = txn.open_table(EVENT_BY_HEIGHT)?;
+                let Some(v) = table.get(height)? else {
+                    return Ok(None);
+                };
+                let record = || format!("the event of height {height}");
+                return unseal_u64::<u64>("event_by_height", &height, v.value(), record).map(Some);
+            }
+            let table = txn.open_table(EVENT_BY_HASH)?;
+            let Some(v) = table.get(id)? else {
+                return Ok(None);
+            };
+            let record = || format!("the event of block {id}");
+            unseal_u64::<&str>("event_by_hash", &id, v.value(), record).map(Some)
+        })
+    }
+}
+
+/// The events table, or `None` in a store that never held a log.
+fn events_table(
+    txn: &ReadTransaction,
+) -> Result<Option<redb::ReadOnlyTable<u64, &'static [u8]>>, TxnError> {
+    match txn.open_table(EVENTS) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl History for Reader {
+    fn read(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
+        Reader::read(self, from, max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::{RString, RVec};
+    use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
+
+    fn event(height: u64, invalid: bool) -> Event {
+        Event {
+            event_type: if invalid { BLOCK_INVALID } else { BLOCK_VALID },
+            seq: 0,
+            height,
+            block_hash: format!("hash{height}").into(),
+            timestamp_ms: 1000 + height,
+            transactions: vec![RString::from(format!("{{\"h\":{height}}}"))].into(),
+            rejections: if invalid {
+                vec![Rejection {
+                    transaction_id: "t".into(),
+                    reason: "r".into(),
+                }]
+                .into()
+            } else {
+                RVec::new()
+            },
+        }
+    }
+
+    fn open(path: &std::path::Path) -> (EventLog, Reader) {
+        let store = Arc::new(Store::open(path).unwrap());
+        let (log, _) = EventLog::open(store.clone(), &Metrics::new()).unwrap();
+        (log, Reader::new(store))
+    }
+
+    #[test]
+    fn appends_numbers_and_reads_back_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/store.redb");
+        let mut batch = vec![event(1, false), event(1, true), event(2, false)];
+        {
+            let (mut log, reader) = open(&path);
+            assert_eq!(reader.last_seq().unwrap(), 0);
+            log.commit(batch.clone()).unwrap();
+        }
+        for (i, e) in batch.iter_mut().enumerate() {
+            e.seq = i as u64 + 1;
+        }
+        let (mut log, reader) = open(&path);
+        assert_eq!(reader.last_seq().unwrap(), 3);
+        assert_eq!(reader.last_height().unwrap(), 2);
+        assert_eq!(reader.read(1, 10).unwrap(), batch);
+        assert_eq!(reader.read(2, 1).unwrap(), batch[1..2]);
+        log.commit(vec![event(3, false)]).unwrap();
+        assert_eq!(reader.read(4, 1).unwrap()[0].seq, 4);
+        assert!(reader.read(5, 10).unwrap().is_empty());
+        assert_eq!(
+            reader.find_event("hash1").unwrap(),
+            Some(2),
+            "the later event of a hash"
+        );
+        assert_eq!(reader.find_event("2").unwrap(), Some(3));
+        assert_eq!(
+            reader.find_event("1").unwrap(),
+            Some(1),
+            "a height finds its BLOCK_VALID"
+        );
+        assert_eq!(reader.find_event("nope").unwrap(), None);
+    }
+
+    fn numbered(seq: u64, height: u64) -> Event {
+        Event {
+            seq,
+            ..event(height, false)
+        }
+    }
+
+    #[test]
+    fn numbered_events_keep_their_numbers_and_must_each_be_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let (mut log, exchange) = EventLog::open(store.clone(), &Metrics::new()).unwrap();
+        let reader = Reader::new(store.clone());
+        // An empty log starts where its upstream's first event is.
+        log.commit_numbered_with(vec![numbered(41, 20), numbered(42, 21)], |_| Ok(()))
+            .unwrap();
+        assert_eq!((log.head(), exchange.head()), (42, 42));
+        assert_eq!(
+            reader.read(0, 10).unwrap(),
+            [numbered(41, 20), numbered(42, 21)]
+        );
+        assert_eq!(reader.find_event("21").unwrap(), Some(42));
+        for (batch, got) in [
+            (vec![numbered(42, 21)], 42),
+            (vec![numbered(44, 23)], 44),
+            (vec![numbered(43, 22), numbered(45, 24)], 45),
+            (vec![numbered(0, 22)], 0),
+        ] {
+            let refused = log.commit_numbered_with(batch, |_| Ok(())).unwrap_err();
+            assert!(
+                matches!(refused, CommitError::OutOfOrder { head: 42 | 43, got: g } if g == got),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            log.commit_numbered_with(vec![numbered(44, 23)], |_| Ok(()))
+                .unwrap_err()
+                .to_string(),
+            "event 44 cannot follow event 42, the newest of the event log: events are committed in order, each the next one"
+        );
+        assert_eq!(
+            reader.last_seq().unwrap(),
+            42,
+            "nothing refused was written"
+        );
+        log.commit_numbered_with(vec![numbered(43, 22)], |_| Ok(()))
+            .unwrap();
+        drop(log);
+        // Reopened, the log knows its head.
+        let (mut log, exchange) = EventLog::open(store, &Metrics::new()).unwrap();
+        assert_eq!((log.head(), exchange.head()), (43, 43));
+        assert!(
+            log.commit_numbered_with(vec![numbered(45, 24)], |_| Ok(()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_head_height_gauge_follows_valid_blocks_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let metrics = Metrics::new();
+            let (mut log, _) = EventLog::open(store, &metrics).unwrap();
+            assert_eq!(metrics.head_height.get(), 0);
+            log.commit(vec![event(1, false), event(2, true)]).unwrap();
+            assert_eq!(metrics.head_height.get(), 1, "an invalid block is no head");
+            log.commit(vec![event(2, false)]).unwrap();
+            assert_eq!(metrics.head_height.get(), 2);
+            let text = metrics.encode();
+            for line in [
+                "eventhost_block_transactions_total{type=\"BLOCK_VALID\"} 2",
+                "eventhost_block_transactions_total{type=\"BLOCK_INVALID\"} 1",
+            ] {
+                assert!(text.contains(line), "{text}");
+            }
+        }
+        let metrics = Metrics::new();
+        let store = Arc::new(Store::open(&path).unwrap());
+        let _log = EventLog::open(store, &metrics).unwrap();
+        assert_eq!(metrics.head_height.get(), 2, "read back at start");
+    }
+
+    #[test]
+    fn events_are_published_only_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let (mut log, exchange) = EventLog::open(store, &Metrics::new()).unwrap();
+        let failed: Result<(), StoreError> = log.commit_with(vec![event(1, false)], |_| {
+            Err(TxnError::corrupt("block 1", "refused"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(exchange.head(), 0, "a failed commit published nothing");
+        log.commit(vec![event(1, false)]).unwrap();
+        assert_eq!(exchange.head(), 1);
+    }
+}

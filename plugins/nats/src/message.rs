@@ -1,0 +1,191 @@
+//! The JetStream messages an event becomes: subject, headers and payload.
+//!
+//! Messages are built again each time they are published, after a reconnect
+//! or a restart too, and come out the same each time: their `Nats-Msg-Id`
+//! (`<seq>` for a block message, `<seq>:<transaction index>` for a
+//! transaction message) is what lets the stream drop repeats, so that each
+//! event is stored once (within the stream's duplicate window).
+//!
+//! The headers carry the event's coordinates, so that consumers (and edge
+//! nodes) can route, filter and check order without parsing payloads. The
+//! contract is in docs/scaling-out.md ("Messages").
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use eventhost_plugin_api::{BLOCK_VALID, Event};
+use plugin_support::transaction::Summary;
+
+use nats_common::{Format, Subjects, header};
+
+/// One message to publish.
+pub struct Message {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// The messages of `event`, in the order they are to be published.
+pub fn messages(event: &Event, format: Format, subjects: &Subjects) -> Vec<Message> {
+    if format == Format::Transaction && event.event_type == BLOCK_VALID {
+        let count = event.transactions.len();
+        return event
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(index, tx)| {
+                let summary = Summary::of(tx);
+                let mut headers = headers(event, format, format!("{}:{index}", event.seq));
+                headers.insert(header::TX_INDEX, index.to_string());
+                headers.insert(header::TX_COUNT, count.to_string());
+                Message {
+                    subject: subjects.transaction(&summary.operation),
+                    headers,
+                    payload: Bytes::from(summary.body(event)),
+                }
+            })
+            .collect();
+    }
+    let subject = if event.event_type == BLOCK_VALID {
+        &subjects.block_valid
+    } else {
+        &subjects.block_invalid
+    };
+    vec![Message {
+        subject: subject.clone(),
+        headers: headers(event, Format::Block, event.seq.to_string()),
+        payload: Bytes::from(event.to_json().into_bytes()),
+    }]
+}
+
+fn headers(event: &Event, format: Format, msg_id: String) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::MSG_ID, msg_id);
+    headers.insert(header::CONTENT_TYPE, "application/json");
+    headers.insert(header::FORMAT, format.name());
+    headers.insert(header::SEQ, event.seq.to_string());
+    headers.insert(header::TYPE, event.event_type.name());
+    headers.insert(header::HEIGHT, event.height.to_string());
+    headers.insert(header::HASH, event.block_hash.as_str());
+    headers.insert(header::TIMESTAMP_MS, event.timestamp_ms.to_string());
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
+
+    fn event(event_type: eventhost_plugin_api::EventType, transactions: &[&str]) -> Event {
+        Event {
+            event_type,
+            seq: 41,
+            height: 17,
+            block_hash: "ab".repeat(32).into(),
+            timestamp_ms: 1_732_521_600_123,
+            transactions: transactions.iter().map(|t| (*t).into()).collect(),
+            rejections: Default::default(),
+        }
+    }
+
+    fn get<'a>(m: &'a Message, name: &str) -> &'a str {
+        m.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no header {name}"))
+            .as_str()
+    }
+
+    #[test]
+    fn a_block_message_is_the_events_json_with_its_coordinates() {
+        let e = event(BLOCK_VALID, &[r#"{"id":"t1","operation":"CREATE"}"#]);
+        let subjects = Subjects::new("ledger", Format::Block).unwrap();
+        let [m] = &messages(&e, Format::Block, &subjects)[..] else {
+            panic!("one message per block");
+        };
+        assert_eq!(m.subject, "ledger.block.valid");
+        assert_eq!(m.payload, e.to_json().into_bytes());
+        // The payload rebuilds the event exactly.
+        let back = Event::from_json(std::str::from_utf8(&m.payload).unwrap()).unwrap();
+        assert_eq!(back.to_json(), e.to_json());
+        for (name, value) in [
+            ("Nats-Msg-Id", "41"),
+            ("Content-Type", "application/json"),
+            ("Eventhost-Format", "block"),
+            ("Eventhost-Seq", "41"),
+            ("Eventhost-Type", "BLOCK_VALID"),
+            ("Eventhost-Height", "17"),
+            ("Eventhost-Hash", &"ab".repeat(32)),
+            ("Eventhost-Timestamp-Ms", "1732521600123"),
+        ] {
+            assert_eq!(get(m, name), value, "{name}");
+        }
+    }
+
+    #[test]
+    fn transactions_become_messages_on_their_operations_subject() {
+        let e = event(
+            BLOCK_VALID,
+            &[
+                r#"{"id":"c2","operation":"CREATE","asset":{"data":{"a":1}}}"#,
+                r#"{"id":"t3","operation":"TRANSFER","assets":[{"id":"c3"}]}"#,
+            ],
+        );
+        let subjects = Subjects::new("p", Format::Transaction).unwrap();
+        let got: Vec<(String, String, String, String, serde_json::Value)> =
+            messages(&e, Format::Transaction, &subjects)
+                .iter()
+                .map(|m| {
+                    (
+                        m.subject.clone(),
+                        get(m, "Nats-Msg-Id").to_owned(),
+                        get(m, "Eventhost-Tx-Index").to_owned(),
+                        get(m, "Eventhost-Format").to_owned(),
+                        serde_json::from_slice(&m.payload).unwrap(),
+                    )
+                })
+                .collect();
+        let body = |id: &str, asset: &str| serde_json::json!({"transaction_id": id, "asset_id": asset, "height": 17});
+        assert_eq!(
+            got,
+            [
+                (
+                    "p.tx.create".into(),
+                    "41:0".into(),
+                    "0".into(),
+                    "transaction".into(),
+                    body("c2", "c2")
+                ),
+                (
+                    "p.tx.transfer".into(),
+                    "41:1".into(),
+                    "1".into(),
+                    "transaction".into(),
+                    body("t3", "c3")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_invalid_block_stays_one_block_message_in_transaction_format() {
+        let mut e = event(BLOCK_INVALID, &[r#"{"id":"bad","operation":"TRANSFER"}"#]);
+        e.rejections = vec![Rejection {
+            transaction_id: "bad".into(),
+            reason: "double spend".into(),
+        }]
+        .into();
+        let subjects = Subjects::new("p", Format::Transaction).unwrap();
+        let [m] = &messages(&e, Format::Transaction, &subjects)[..] else {
+            panic!("one message per invalid block");
+        };
+        assert_eq!(m.subject, "p.block.invalid");
+        assert_eq!(get(m, "Eventhost-Format"), "block");
+        assert_eq!(get(m, "Nats-Msg-Id"), "41");
+    }
+
+    #[test]
+    fn a_block_without_transactions_has_no_transaction_messages() {
+        let e = event(BLOCK_VALID, &[]);
+        let subjects = Subjects::new("p", Format::Transaction).unwrap();
+        assert!(messages(&e, Format::Transaction, &subjects).is_empty());
+    }
+}
