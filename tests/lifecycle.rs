@@ -421,7 +421,9 @@ fn each_admin_operation_over_http_and_the_cli() {
     assert_eq!(seqs(&out4), [15]);
 
     // restart after `failed`: the fault is fixed, the plugin runs again and
-    // gets the event it failed on.
+    // gets the event it failed on. Only once it has written event 15 may
+    // the fault appear, or it fails on 15 instead (a CI run, loaded, did).
+    wait_for_lines(&s.path("fragile.txt"), 15);
     std::fs::write(&broken, "").unwrap();
     commit(&node.http, &key, 1);
     wait_until("fragile failed", || {
