@@ -13,7 +13,7 @@ use eventhost::node::{self, Node, NodeError};
 use eventhost::plugin_runtime::{self, library_file_name};
 use eventhost::progress::Progress;
 use eventhost::sources::replay;
-use eventhost::store::{STORE_FILE, Store};
+use eventhost::store::{Durability, STORE_FILE, Store};
 use tracing_subscriber::EnvFilter;
 
 /// A ledger node and plugin host for its events.
@@ -327,8 +327,12 @@ fn init_logging(default_filter: &str) {
         .init();
 }
 
-fn start(config: &Config, store: &Path) -> Result<(Node, event_log::EventLog), ExitCode> {
-    Node::start(config, store).map_err(|e| fail(&e))
+fn start(
+    config: &Config,
+    store: &Path,
+    durability: Durability,
+) -> Result<(Node, event_log::EventLog), ExitCode> {
+    Node::start(config, store, durability).map_err(|e| fail(&e))
 }
 
 /// Logs a node's error, line by line, and gives its exit status.
@@ -346,7 +350,11 @@ fn fail(e: &NodeError) -> ExitCode {
 fn run(config: &Config) -> ExitCode {
     // Before any plugin's child process starts: they inherit the limit.
     eventhost::api::server::descriptors::OpenFiles::raise();
-    let (node, log) = match start(config, &config.host.data_dir.join(STORE_FILE)) {
+    let (node, log) = match start(
+        config,
+        &config.host.data_dir.join(STORE_FILE),
+        Durability::Immediate,
+    ) {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -377,7 +385,12 @@ fn replay(config: &Config, file: &Path, rate: Option<f64>) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let (node, mut log) = match start(config, &log_dir.path().join(STORE_FILE)) {
+    // Deleted at exit: its commits need not reach the disk.
+    let (node, mut log) = match start(
+        config,
+        &log_dir.path().join(STORE_FILE),
+        Durability::Temporary,
+    ) {
         Ok(started) => started,
         Err(code) => return code,
     };

@@ -28,7 +28,7 @@ use crate::shutdown::StopRequest;
 use crate::sources::ledger::chain_store::ChainStore;
 use crate::sources::ledger::{Ledger, LedgerError};
 use crate::sources::upstream::{self, Upstream};
-use crate::store::{Store, StoreError};
+use crate::store::{Durability, Store, StoreError};
 
 /// Why a node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,11 @@ impl Node {
     ///
     /// A required plugin that fails to load or to start is an error; an
     /// optional one is logged and left out.
-    pub fn start(config: &Config, store_path: &Path) -> Result<(Node, EventLog), NodeError> {
+    pub fn start(
+        config: &Config,
+        store_path: &Path,
+        durability: Durability,
+    ) -> Result<(Node, EventLog), NodeError> {
         let (loaded, failed) = plugin_runtime::load_all(config);
         let fatal: Vec<LoadError> = failed
             .into_iter()
@@ -118,6 +122,7 @@ impl Node {
         let store = Arc::new(Store::open_with_cache(
             store_path,
             config.host.store_cache_bytes,
+            durability,
         )?);
         let metrics = Arc::new(Metrics::new());
         let (log, exchange) = EventLog::open(store.clone(), &metrics)?;

@@ -19,7 +19,7 @@ pub mod seal;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Once, RwLock, RwLockReadGuard};
 
 use redb::{
@@ -155,11 +155,30 @@ impl Db {
     }
 }
 
+/// Whether a commit is on the disk when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is synced: what a node's store needs.
+    Immediate,
+    /// For a store deleted when the process exits (`eventhost replay`'s
+    /// event log): commits are not synced, but for one in
+    /// [`TEMPORARY_SYNC_EVERY`], which lets redb reuse the pages freed
+    /// since. A sync per batch of 256 events was a fifth of a replay's CPU,
+    /// spent on a file nobody reopens (row 7a).
+    Temporary,
+}
+
+/// In a temporary store, one commit in this many is synced.
+const TEMPORARY_SYNC_EVERY: u64 = 64;
+
 pub struct Store {
     /// `None` after a failed reopen, until the next one succeeds.
     db: RwLock<Option<Db>>,
     path: PathBuf,
     cache_bytes: usize,
+    durability: Durability,
+    /// Commits so far: in a temporary store, which ones to sync.
+    commits: AtomicU64,
     /// A failure left redb refusing further writes: reopen before the next use.
     needs_reopen: AtomicBool,
 }
@@ -168,7 +187,7 @@ impl Store {
     /// Opens the store file with the default cache, creating it (and its
     /// directory) if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES, Durability::Immediate)
     }
 
     /// Opens the store keeping at most `cache_bytes` of its file in memory,
@@ -179,11 +198,17 @@ impl Store {
     /// redb's own cache default is 1 GiB, which a node serving a long
     /// replay from the log filled (benchmark row 5): the kernel's page cache
     /// holds the file anyway, and is shared and reclaimable.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+    pub fn open_with_cache(
+        path: &Path,
+        cache_bytes: usize,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
         let store = Store {
             db: RwLock::new(None),
             path: path.to_owned(),
             cache_bytes,
+            durability,
+            commits: AtomicU64::new(0),
             needs_reopen: AtomicBool::new(false),
         };
         let db = store.open_writable()?;
@@ -198,6 +223,8 @@ impl Store {
             db: RwLock::new(None),
             path: path.to_owned(),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            durability: Durability::Immediate,
+            commits: AtomicU64::new(0),
             needs_reopen: AtomicBool::new(false),
         };
         store.check_file(false)?;
@@ -212,6 +239,13 @@ impl Store {
         store.contained(|| store.check_format(&db, false))?;
         *store.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
         Ok(store)
+    }
+
+    /// Whether the next commit may skip its sync.
+    fn skips_sync(&self) -> bool {
+        self.durability == Durability::Temporary
+            && !(self.commits.fetch_add(1, Ordering::Relaxed) + 1)
+                .is_multiple_of(TEMPORARY_SYNC_EVERY)
     }
 
     fn unusable(&self, problem: impl Into<String>) -> StoreError {
@@ -452,7 +486,7 @@ impl Store {
         write: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StoreError> {
         self.contained(|| {
-            let txn = {
+            let mut txn = {
                 let db = self.db()?;
                 match db.as_ref() {
                     Some(Db::Writable(db)) => db.begin_write().map_err(|e| self.err(e))?,
@@ -462,6 +496,11 @@ impl Store {
                     None => return Err(self.closed()),
                 }
             };
+            if self.skips_sync() {
+                // Refused only where the file is shared between processes,
+                // which a temporary store never is: then it is synced.
+                let _ = txn.set_durability(redb::Durability::None);
+            }
             let value = write(&txn).map_err(|e| self.err(e))?;
             txn.commit().map_err(|e| self.err(e))?;
             Ok(value)
@@ -497,6 +536,37 @@ mod tests {
         );
         let count = store.read(|txn| Ok(txn.open_table(T)?.len()?)).unwrap();
         assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn a_temporary_store_reads_back_what_it_wrote_without_a_sync_per_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open_with_cache(&path, 1 << 20, Durability::Temporary).unwrap();
+        let commits = 3 * TEMPORARY_SYNC_EVERY + 5;
+        let mut skipped = 0;
+        for i in 0..commits {
+            let before = store.commits.load(Ordering::Relaxed);
+            store
+                .write(|txn| {
+                    txn.open_table(T)?.insert(i, i)?;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(store.commits.load(Ordering::Relaxed), before + 1);
+            skipped += u64::from(!(before + 1).is_multiple_of(TEMPORARY_SYNC_EVERY));
+        }
+        assert_eq!(
+            skipped,
+            commits - 3,
+            "one commit in {TEMPORARY_SYNC_EVERY} is synced"
+        );
+        let count = store.read(|txn| Ok(txn.open_table(T)?.len()?)).unwrap();
+        assert_eq!(count, commits);
+        // A durable store counts nothing and syncs every commit.
+        let durable = Store::open(&dir.path().join("d.redb")).unwrap();
+        assert!(!durable.skips_sync());
+        assert_eq!(durable.commits.load(Ordering::Relaxed), 0);
     }
 
     #[test]
