@@ -24,15 +24,31 @@ impl Slots {
         Slots(Arc::new(Semaphore::new(capacity)))
     }
 
-    /// Waits for room for one more event and takes it. False once the
-    /// window is gone, i.e. the publisher stopped.
-    pub async fn take(&self) -> bool {
-        match self.0.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                true
+    /// Waits for room for at least one more event and takes as much as
+    /// there is, up to `max` events. 0 once the window is gone, i.e. the
+    /// publisher stopped. Only the intake takes slots.
+    pub async fn take_up_to(&self, max: usize) -> usize {
+        let Ok(first) = self.0.acquire().await else {
+            return 0;
+        };
+        first.forget();
+        let more = self.0.available_permits().min(max.saturating_sub(1));
+        match self
+            .0
+            .try_acquire_many(u32::try_from(more).unwrap_or(u32::MAX))
+        {
+            Ok(permits) if more > 0 => {
+                permits.forget();
+                1 + more
             }
-            Err(_) => false,
+            _ => 1,
+        }
+    }
+
+    /// Returns slots taken and not used.
+    pub fn give_back(&self, count: usize) {
+        if count > 0 {
+            self.0.add_permits(count);
         }
     }
 }
@@ -57,6 +73,11 @@ impl Window {
         self.events.push_back(event);
     }
 
+    /// Adds events the intake took slots for.
+    pub fn extend(&mut self, events: Vec<SharedEvent>) {
+        self.events.extend(events);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &SharedEvent> {
         self.events.iter()
     }
@@ -69,11 +90,13 @@ impl Window {
         self.events.is_empty()
     }
 
-    /// Removes the oldest event, now confirmed, and frees its slot.
-    pub fn confirm_oldest(&mut self) -> Option<SharedEvent> {
-        let event = self.events.pop_front()?;
-        self.slots.0.add_permits(1);
-        Some(event)
+    /// Removes the `count` oldest events, now confirmed, and frees their
+    /// slots at once: one wake-up of a waiting intake per burst of
+    /// confirmations rather than per event (row 7a).
+    pub fn confirm_oldest(&mut self, count: usize) {
+        let count = count.min(self.events.len());
+        self.events.drain(..count);
+        self.slots.give_back(count);
     }
 }
 
@@ -103,33 +126,44 @@ mod tests {
 
     #[tokio::test]
     async fn receiving_pauses_while_the_window_is_full() {
-        let slots = Slots::new(2);
+        let slots = Slots::new(3);
         let mut window = Window::new(slots.clone());
-        for seq in 1..=2 {
-            assert!(slots.take().await);
+        assert_eq!(slots.take_up_to(2).await, 2, "as much room as asked for");
+        assert_eq!(slots.take_up_to(5).await, 1, "only the room there is");
+        for seq in 1..=3 {
             window.push(event(seq));
         }
         let waiting = tokio::spawn({
             let slots = slots.clone();
-            async move { slots.take().await }
+            async move { slots.take_up_to(8).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "took a slot of a full window");
-        assert_eq!(window.confirm_oldest().map(|e| e.seq), Some(1));
-        assert!(waiting.await.unwrap());
-        assert_eq!(window.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        window.confirm_oldest(2);
+        assert_eq!(
+            waiting.await.unwrap(),
+            2,
+            "the room of both confirmed events"
+        );
+        assert_eq!(window.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        slots.give_back(1);
+        assert_eq!(
+            slots.take_up_to(8).await,
+            1,
+            "a slot given back is free again"
+        );
     }
 
     #[tokio::test]
     async fn an_intake_waiting_for_room_stops_when_the_window_is_gone() {
         let slots = Slots::new(1);
         let window = Window::new(slots.clone());
-        assert!(slots.take().await);
+        assert_eq!(slots.take_up_to(1).await, 1);
         let waiting = tokio::spawn({
             let slots = slots.clone();
-            async move { slots.take().await }
+            async move { slots.take_up_to(1).await }
         });
         drop(window);
-        assert!(!waiting.await.unwrap());
+        assert_eq!(waiting.await.unwrap(), 0);
     }
 }
