@@ -10,7 +10,7 @@
 //! nodes) can route, filter and check order without parsing payloads. The
 //! contract is in docs/scaling-out.md ("Messages").
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use plugin_support::transaction::Summary;
@@ -35,8 +35,8 @@ pub fn messages(event: &Event, format: Format, subjects: &Subjects) -> Vec<Messa
             .map(|(index, tx)| {
                 let summary = Summary::of(tx);
                 let mut headers = headers(event, format, format!("{}:{index}", event.seq));
-                headers.insert(header::TX_INDEX, index.to_string());
-                headers.insert(header::TX_COUNT, count.to_string());
+                headers.insert(TX_INDEX, HeaderValue::from(index));
+                headers.insert(TX_COUNT, HeaderValue::from(count));
                 Message {
                     subject: subjects.transaction(&summary.operation),
                     headers,
@@ -57,16 +57,30 @@ pub fn messages(event: &Event, format: Format, subjects: &Subjects) -> Vec<Messa
     }]
 }
 
+/// The header names, made at compile time: made from a `&str` at each
+/// insert, each was checked and the custom ones copied, a tenth of the
+/// plugin's CPU per message (the nats benchmark, row 7a).
+const MSG_ID: HeaderName = HeaderName::from_static(header::MSG_ID);
+const CONTENT_TYPE: HeaderName = HeaderName::from_static(header::CONTENT_TYPE);
+const FORMAT: HeaderName = HeaderName::from_static(header::FORMAT);
+const SEQ: HeaderName = HeaderName::from_static(header::SEQ);
+const TYPE: HeaderName = HeaderName::from_static(header::TYPE);
+const HEIGHT: HeaderName = HeaderName::from_static(header::HEIGHT);
+const HASH: HeaderName = HeaderName::from_static(header::HASH);
+const TIMESTAMP_MS: HeaderName = HeaderName::from_static(header::TIMESTAMP_MS);
+const TX_INDEX: HeaderName = HeaderName::from_static(header::TX_INDEX);
+const TX_COUNT: HeaderName = HeaderName::from_static(header::TX_COUNT);
+
 fn headers(event: &Event, format: Format, msg_id: String) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(header::MSG_ID, msg_id);
-    headers.insert(header::CONTENT_TYPE, "application/json");
-    headers.insert(header::FORMAT, format.name());
-    headers.insert(header::SEQ, event.seq.to_string());
-    headers.insert(header::TYPE, event.event_type.name());
-    headers.insert(header::HEIGHT, event.height.to_string());
-    headers.insert(header::HASH, event.block_hash.as_str());
-    headers.insert(header::TIMESTAMP_MS, event.timestamp_ms.to_string());
+    headers.insert(MSG_ID, msg_id);
+    headers.insert(CONTENT_TYPE, "application/json");
+    headers.insert(FORMAT, format.name());
+    headers.insert(SEQ, HeaderValue::from(event.seq));
+    headers.insert(TYPE, event.event_type.name());
+    headers.insert(HEIGHT, HeaderValue::from(event.height));
+    headers.insert(HASH, event.block_hash.as_str());
+    headers.insert(TIMESTAMP_MS, HeaderValue::from(event.timestamp_ms));
     headers
 }
 
