@@ -15,7 +15,6 @@ use eventhost_plugin_api::{ConfigProblem, PluginConfig};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use stream_query::Limits;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 // No `Debug`: the table holds secrets (`tokens`), which must never reach a log.
 #[derive(Deserialize)]
@@ -332,20 +331,6 @@ impl Config {
     /// The certificate and key files, if TLS is on (after [`Config::validate`]).
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
-    }
-
-    /// Per-connection buffers. tungstenite's defaults zero-fill a 128 KiB
-    /// read buffer per connection (~138 KB of RSS per idle client); clients
-    /// only send control frames, so 1 KiB is plenty. The write buffer only
-    /// grows while a client is being written to: 64 KiB of it cost a third
-    /// less CPU per message than 16 KiB in benchmark row 4 (fewer, larger
-    /// sends), for at most 64 KiB per busy client.
-    pub fn websocket(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(1024)
-            .write_buffer_size(64 * 1024)
-            .max_message_size(Some(self.max_message_bytes))
-            .max_frame_size(Some(self.max_message_bytes))
     }
 
     pub fn query_limits(&self) -> Limits {

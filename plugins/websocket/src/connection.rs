@@ -1,25 +1,25 @@
 //! One client's connection, from the upgrade until either side ends it
 //! with a close frame that says why.
 //!
-//! Three things run side by side: the reader drains whatever the client
-//! sends (messages are ignored, pongs prove it is alive), the writer sends
-//! what a resuming client missed from the log, then the live batches, and
-//! the keep-alive pings, and the first of them to
-//! end, or word that the client fell behind, or an unanswered ping, ends
-//! the connection.
+//! Three things run side by side: the reader checks and drops whatever the
+//! client sends (messages are ignored, pongs prove it is alive, pings are
+//! answered), the writer sends what a resuming client missed from the log,
+//! then the live batches, the keep-alive pings and the pongs owed, and the
+//! first of them to end, or word that the client fell behind, or an
+//! unanswered ping, ends the connection. Live messages go out as the
+//! frames the hub made once for every client of the stream (see
+//! [`crate::wire`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Interval;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
@@ -31,26 +31,31 @@ use crate::resume::{Replay, ReplayError};
 use crate::server::Shared;
 use crate::stream::Stream;
 use crate::tls::{self, ClientStream};
+use crate::wire::{self, Frames, Incoming, ReadError, code};
 
 /// Messages written before a flush: flushing per message costs far more
 /// CPU, and flushing at least this often keeps pings going out under load
 /// and bounds how long a client's task holds its worker.
 const MAX_BATCH: usize = 512;
 
-type Socket = WebSocketStream<ClientStream>;
-type Sink = SplitSink<Socket, Message>;
+type Reader = wire::Reader<ReadHalf<ClientStream>>;
+type Writer = wire::Writer<WriteHalf<ClientStream>>;
 
 /// Why a connection ended.
 enum End {
-    /// The client closed it, or the socket failed: nobody left to tell.
+    /// The socket failed or the client went: nobody left to tell.
     Gone,
+    /// The client sent a close frame (with its code, if any): it gets its
+    /// code back.
+    ClientClosed(Option<u16>),
     TooSlow,
     /// Too slow while its token's message rate held it back.
     RateLimited(u64),
     NoPong,
     TooBig,
-    /// The client broke the protocol (bad frame, bad UTF-8…).
-    Invalid(CloseCode, String),
+    /// The client broke the protocol (bad frame, bad UTF-8…): the close
+    /// code and what is wrong.
+    Invalid(u16, String),
     /// The plugin is stopping; the client received everything published.
     ShuttingDown,
     /// The event log could not be read for a resuming client.
@@ -64,7 +69,7 @@ enum End {
 impl End {
     fn metric(&self) -> Closed {
         match self {
-            End::Gone => Closed::Client,
+            End::Gone | End::ClientClosed(_) => Closed::Client,
             End::TooSlow => Closed::Slow,
             End::RateLimited(_) => Closed::Limit,
             End::NoPong => Closed::PongTimeout,
@@ -75,6 +80,25 @@ impl End {
             End::ReplayStalled => Closed::ReplayStalled,
             End::ReplayStarved => Closed::ReplayBudget,
         }
+    }
+}
+
+/// The pong the writer owes the client: for the latest ping only (RFC 6455
+/// allows that), so a client that floods pings is owed one pong at a time.
+#[derive(Default)]
+struct Pongs {
+    owed: Mutex<Option<Bytes>>,
+    due: Notify,
+}
+
+impl Pongs {
+    fn owe(&self, payload: Bytes) {
+        *self.owed.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+        self.due.notify_one();
+    }
+
+    fn take(&self) -> Option<Bytes> {
+        self.owed.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -134,7 +158,7 @@ pub fn serve(
             metrics,
             ..
         } = &*shared;
-        if let Err(e) = socket.get_mut().rehome() {
+        if let Err(e) = socket.rehome() {
             ctx.warn(format_args!("client {peer}: cannot move its socket: {e}"));
             return;
         }
@@ -142,14 +166,17 @@ pub fn serve(
         let path = stream.path();
         ctx.debug(format_args!("client {peer} connected to {path}"));
         let keepalive = Keepalive::new(config.ping_interval(), config.pong_timeout());
-        let (mut sink, mut incoming) = socket.split();
+        let (read_half, write_half) = tokio::io::split(socket);
+        let mut reader = Reader::new(read_half, config.max_message_bytes);
+        let mut writer = Writer::new(write_half);
+        let pongs = Pongs::default();
         let pace = Pace::new(&lease, metrics, stream);
         let end = tokio::select! {
             biased;
             Ok(()) = &mut subscription.too_slow => End::TooSlow,
             () = keepalive.expired() => End::NoPong,
-            end = read(&mut incoming, &keepalive) => end,
-            end = write(&mut sink, &mut subscription.live, replay, &keepalive, &pace, config) => end,
+            end = read(&mut reader, &keepalive, &pongs) => end,
+            end = write(&mut writer, &mut subscription.live, replay, &keepalive, &pongs, &pace, config) => end,
         };
         // The plugin may have stopped just after dropping the client as too slow.
         let end = match end {
@@ -165,7 +192,7 @@ pub fn serve(
         }
         let frame = close_frame(&end, hub, &keepalive, config, lease.label());
         if let Some(frame) = &frame {
-            let message = format!("closing client {peer} on {path}: {}", frame.reason);
+            let message = format!("closing client {peer} on {path}: {}", frame.1);
             match end {
                 End::TooSlow | End::RateLimited(_) => ctx.warn(format_args!(
                     "{message} (slow clients so far: {})",
@@ -178,7 +205,7 @@ pub fn serve(
         } else {
             ctx.debug(format_args!("client {peer} on {path} left"));
         }
-        close(sink, incoming, frame, config).await;
+        close(writer, reader, frame, &end, config).await;
         drop(lease);
     }
 }
@@ -236,31 +263,31 @@ impl<'a> Pace<'a> {
     }
 }
 
-/// Drains what the client sends until it closes or breaks the protocol.
-async fn read(incoming: &mut SplitStream<Socket>, keepalive: &Keepalive) -> End {
-    while let Some(message) = incoming.next().await {
-        match message {
-            // Pings are answered by tungstenite itself.
-            Ok(Message::Pong(_)) => keepalive.pong(),
-            Ok(Message::Close(_)) => return End::Gone,
-            // The streams are one-way: what a client says is ignored.
-            Ok(_) => {}
-            Err(WsError::Capacity(_)) => return End::TooBig,
-            Err(WsError::Protocol(e)) => return End::Invalid(CloseCode::Protocol, e.to_string()),
-            Err(WsError::Utf8(e)) => return End::Invalid(CloseCode::Invalid, e),
-            Err(_) => return End::Gone,
+/// Checks what the client sends until it closes or breaks the protocol.
+async fn read(reader: &mut Reader, keepalive: &Keepalive, pongs: &Pongs) -> End {
+    loop {
+        match reader.next().await {
+            Ok(Incoming::Pong) => keepalive.pong(),
+            Ok(Incoming::Ping(payload)) => pongs.owe(payload),
+            Ok(Incoming::Close(code)) => return End::ClientClosed(code),
+            Err(ReadError::Gone) => return End::Gone,
+            Err(ReadError::TooBig) => return End::TooBig,
+            Err(ReadError::Protocol(why)) => return End::Invalid(code::PROTOCOL, why),
+            Err(ReadError::Utf8) => {
+                return End::Invalid(code::INVALID, "a text message is not UTF-8".into());
+            }
         }
     }
-    End::Gone
 }
 
 /// Sends what a resuming client missed, then the live batches, in order,
-/// and the keep-alive pings.
+/// the keep-alive pings and the pongs owed.
 async fn write(
-    sink: &mut Sink,
+    writer: &mut Writer,
     live: &mut Live,
     replay: Option<Replay>,
     keepalive: &Keepalive,
+    pongs: &Pongs,
     pace: &Pace<'_>,
     config: &Config,
 ) -> End {
@@ -270,10 +297,11 @@ async fn write(
     if let Some(mut replay) = replay {
         // Boxed: only resuming clients need room for the replay's state.
         let sent = Box::pin(send_replay(
-            sink,
+            writer,
             live,
             &mut replay,
             &mut pings,
+            pongs,
             pace,
             config,
         ))
@@ -286,7 +314,7 @@ async fn write(
         drop(replay);
         if let Some(batch) = first_live.filter(|batch| batch.seq >= live_from) {
             debug_assert_eq!(batch.seq, live_from);
-            if let Err(end) = send_live(sink, live, batch, live_from, pace).await {
+            if let Err(end) = send_live(writer, live, batch, live_from, pace).await {
                 return end;
             }
         }
@@ -294,13 +322,22 @@ async fn write(
     loop {
         let sent = tokio::select! {
             biased;
-            () = next_ping(&mut pings) => sink
-                .send(Message::Ping(Default::default()))
-                .await
-                .map_err(|_| End::Gone),
+            () = pongs.due.notified() => match pongs.take() {
+                Some(payload) => {
+                    writer.push(wire::pong(&payload));
+                    writer.flush().await.map_err(|_| End::Gone)
+                }
+                None => Ok(()),
+            },
+            () = next_ping(&mut pings) => {
+                writer.push(wire::ping());
+                writer.flush().await.map_err(|_| End::Gone)
+            }
             next = live.recv() => match next {
                 Ok(batch) if batch.seq < live_from => Ok(()),
-                Ok(batch) => send_live(sink, live, batch, live_from, pace).await,
+                // Boxed: its state would otherwise be part of every idle
+                // connection's task (about 400 bytes, row 4c).
+                Ok(batch) => Box::pin(send_live(writer, live, batch, live_from, pace)).await,
                 Err(end) => return end.into(),
             },
         };
@@ -335,10 +372,11 @@ async fn next_ping(pings: &mut Option<Interval>) {
 /// hold, or that the socket does not take, within the stall timeout ends
 /// the connection.
 async fn send_replay(
-    sink: &mut Sink,
+    writer: &mut Writer,
     live: &mut Live,
     replay: &mut Replay,
     pings: &mut Option<Interval>,
+    pongs: &Pongs,
     pace: &Pace<'_>,
     config: &Config,
 ) -> Result<Option<Arc<Batch>>, End> {
@@ -357,17 +395,18 @@ async fn send_replay(
             return Ok(first_live);
         };
         let (messages, bytes) = (texts.len(), texts.iter().map(|t| t.len()).sum::<usize>());
+        // This client's own batch: framed for it alone.
+        let frames = Frames::text(&texts);
+        drop(texts);
         pace.allow(messages).await;
-        let send = async {
-            for text in texts {
-                sink.feed(Message::Text(text)).await?;
-            }
-            if next_ping(pings).now_or_never().is_some() {
-                sink.feed(Message::Ping(Default::default())).await?;
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(stall, send).await {
+        writer.push(frames.all());
+        if next_ping(pings).now_or_never().is_some() {
+            writer.push(wire::ping());
+        }
+        if let Some(payload) = pongs.take() {
+            writer.push(wire::pong(&payload));
+        }
+        match tokio::time::timeout(stall, writer.flush()).await {
             Err(_) => return Err(End::ReplayStalled),
             Ok(Err(_)) => return Err(End::Gone),
             Ok(Ok(())) => pace.sent(messages as u64, bytes as u64),
@@ -379,9 +418,10 @@ async fn send_replay(
 
 /// Writes `first` and whatever else was published since (but batches of
 /// events before `live_from`, sent from the log already), up to about
-/// [`MAX_BATCH`] messages, then flushes once.
+/// [`MAX_BATCH`] messages, then flushes once: the shared frames of each
+/// batch, never a copy.
 async fn send_live(
-    sink: &mut Sink,
+    writer: &mut Writer,
     live: &mut Live,
     first: Arc<Batch>,
     live_from: u64,
@@ -391,16 +431,15 @@ async fn send_live(
     let (mut fed, mut bytes) = (0, 0);
     loop {
         if batch.seq >= live_from {
+            let (slices, messages, size) = batch.frames(live.slot);
             if pace.limited() {
-                pace.allow(batch.texts(live.slot).count()).await;
+                pace.allow(messages).await;
             }
-            for text in batch.texts(live.slot) {
-                bytes += text.len();
-                sink.feed(Message::Text(text.clone()))
-                    .await
-                    .map_err(|_| End::Gone)?;
-                fed += 1;
+            for slice in slices {
+                writer.push(slice);
             }
+            fed += messages;
+            bytes += size;
         }
         if fed >= MAX_BATCH {
             break;
@@ -410,114 +449,94 @@ async fn send_live(
             None => break,
         }
     }
-    let flushed = sink.flush().await.map_err(|_| End::Gone);
+    let flushed = writer.flush().await.map_err(|_| End::Gone);
     pace.sent(fed as u64, bytes as u64);
     flushed
 }
 
+/// The close frame to send: its code and reason; none if the socket is gone.
 fn close_frame(
     end: &End,
     hub: &Hub,
     keepalive: &Keepalive,
     config: &Config,
     token: &str,
-) -> Option<CloseFrame> {
+) -> Option<(u16, String)> {
     let (code, reason) = match end {
         End::Gone => return None,
+        End::ClientClosed(code) => (code.unwrap_or(code::NORMAL), String::new()),
         End::TooSlow => (
-            CloseCode::Policy,
+            code::POLICY,
             format!(
                 "client too slow: more than {} messages behind",
                 hub.queue_capacity()
             ),
         ),
         End::RateLimited(per_second) => (
-            CloseCode::Policy,
+            code::POLICY,
             format!(
                 "limit max_messages_per_second: token `{token}` gets {per_second} messages/s, and this client fell {} behind",
                 hub.queue_capacity()
             ),
         ),
         End::ReplayStalled => (
-            CloseCode::Policy,
+            code::POLICY,
             format!(
                 "replay stalled: the client took no messages for {} ms; resume again",
                 config.replay_stall_timeout_ms
             ),
         ),
         End::ReplayStarved => (
-            CloseCode::Again,
+            code::AGAIN,
             format!(
                 "replay memory busy: none free for {} ms; resume again later",
                 config.replay_stall_timeout_ms
             ),
         ),
         End::NoPong => (
-            CloseCode::Error,
+            code::ERROR,
             format!(
                 "keepalive timeout: no pong within {} ms",
                 keepalive.pong_timeout().as_millis()
             ),
         ),
         End::TooBig => (
-            CloseCode::Size,
+            code::SIZE,
             format!(
                 "message too big: the limit is {} bytes",
                 config.max_message_bytes
             ),
         ),
         End::Invalid(code, why) => (*code, format!("protocol error: {why}")),
-        End::ShuttingDown => (CloseCode::Away, "server shutting down".into()),
-        End::LogUnreadable(_) => (CloseCode::Error, "cannot read the event log".into()),
+        End::ShuttingDown => (code::AWAY, "server shutting down".into()),
+        End::LogUnreadable(_) => (code::ERROR, "cannot read the event log".into()),
     };
-    Some(CloseFrame {
-        code,
-        reason: truncate_reason(reason).into(),
-    })
+    Some((code, reason))
 }
 
-/// A close frame's reason is at most 123 bytes.
-fn truncate_reason(mut reason: String) -> String {
-    const MAX: usize = 123;
-    if reason.len() > MAX {
-        let mut end = MAX;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    reason
-}
-
-/// Sends the close frame, if any, and waits for the client's, so that the
-/// server closes the TCP connection first; all within `close_timeout_ms`.
+/// Sends the close frame, if any, and unless the client closed first waits
+/// for the client's, so that the server closes the TCP connection first;
+/// all within `close_timeout_ms`.
 async fn close(
-    mut sink: SplitSink<Socket, Message>,
-    mut incoming: SplitStream<Socket>,
-    frame: Option<CloseFrame>,
+    mut writer: Writer,
+    mut reader: Reader,
+    frame: Option<(u16, String)>,
+    end: &End,
     config: &Config,
 ) {
     let handshake = async {
-        let sent = match frame {
-            Some(frame) => sink.send(Message::Close(Some(frame))).await,
-            None => sink.close().await,
-        };
-        if sent.is_ok() {
-            while let Some(Ok(_)) = incoming.next().await {}
+        if let Some((code, reason)) = &frame {
+            writer.push(wire::close(Some((*code, reason))));
+            let sent = writer.flush().await.is_ok();
+            if sent && !matches!(end, End::ClientClosed(_)) {
+                while let Ok(incoming) = reader.next().await {
+                    if let Incoming::Close(_) = incoming {
+                        break;
+                    }
+                }
+            }
         }
+        let _ = writer.shutdown().await;
     };
     let _ = tokio::time::timeout(config.close_timeout(), handshake).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_fit_a_close_frame() {
-        let long = "é".repeat(100);
-        let cut = truncate_reason(long);
-        assert!(cut.len() <= 123 && cut.chars().all(|c| c == 'é'));
-        assert_eq!(truncate_reason("short".into()), "short");
-    }
 }

@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response};
 use tokio_tungstenite::tungstenite::http::{
     HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
 };
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::auth::{self, Admitted};
 use crate::filter;
@@ -35,9 +33,10 @@ use crate::server::Shared;
 use crate::state_delta;
 use crate::stream::Stream;
 
-/// An upgraded connection and the client's place in the hub.
+/// An upgraded connection and the client's place in the hub. The socket
+/// speaks WebSocket frames from here on (see [`crate::wire`]).
 pub struct Upgraded<S> {
-    pub socket: WebSocketStream<S>,
+    pub socket: S,
     pub stream: Stream,
     pub subscription: Subscription,
     /// What to send from the log before the live messages, if resuming.
@@ -96,12 +95,7 @@ where
             io.write_all(&head).await.map_err(|e| e.to_string())?;
             io.flush().await.map_err(|e| e.to_string())?;
             Ok(Upgraded {
-                socket: WebSocketStream::from_raw_socket(
-                    io,
-                    Role::Server,
-                    Some(config.websocket()),
-                )
-                .await,
+                socket: io,
                 stream: admitted.stream,
                 subscription: admitted.subscription,
                 replay: admitted.replay,

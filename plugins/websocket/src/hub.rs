@@ -24,15 +24,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use eventhost_plugin_api::Event;
 use stream_query::{Query, Scope};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::matches::{Matches, Slots};
-use crate::messages::{self, Text};
+use crate::messages;
 use crate::stream::Stream;
 use crate::subject::Rows;
+use crate::wire::Frames;
 
 pub struct Hub {
     state: Mutex<State>,
@@ -171,7 +173,8 @@ pub struct Batch {
     /// The event's sequence number: a resuming client uses it to tell
     /// where the log ends and the live messages begin (see [`crate::resume`]).
     pub seq: u64,
-    messages: Vec<Text>,
+    /// The messages, framed once for every client of the stream.
+    frames: Frames,
     /// The stream's message count up to and including this batch.
     end: u64,
     /// Which messages each query selects; none if no client had a query.
@@ -179,17 +182,44 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// The batch's messages for a client with the query in `slot` (all
-    /// of them for a client without a query), in order.
-    pub fn texts(&self, slot: Option<usize>) -> impl Iterator<Item = &Text> {
-        self.messages
-            .iter()
-            .enumerate()
-            .filter(move |(row, _)| match slot {
-                None => true,
-                Some(slot) => self.matches.as_ref().is_some_and(|m| m.selects(*row, slot)),
-            })
-            .map(|(_, text)| text)
+    /// Which of the batch's messages are for a client with the query in
+    /// `slot` (all of them for a client without a query), in order.
+    fn selected(&self, slot: Option<usize>) -> impl Iterator<Item = usize> + '_ {
+        (0..self.frames.len()).filter(move |row| match slot {
+            None => true,
+            Some(slot) => self.matches.as_ref().is_some_and(|m| m.selects(*row, slot)),
+        })
+    }
+
+    /// The batch's messages for the client with the query in `slot`, as
+    /// shared frames: runs of consecutive messages as one slice (the whole
+    /// batch for a client without a query). Also how many messages, and
+    /// the bytes of their texts.
+    pub fn frames(&self, slot: Option<usize>) -> (Vec<Bytes>, usize, usize) {
+        let (mut slices, mut count, mut bytes) = (Vec::new(), 0, 0);
+        let mut run: Option<(usize, usize)> = None;
+        for row in self.selected(slot) {
+            count += 1;
+            bytes += self.frames.payload_bytes(row);
+            run = match run {
+                Some((from, to)) if to == row => Some((from, row + 1)),
+                Some((from, to)) => {
+                    slices.push(self.frames.range(from, to));
+                    Some((row, row + 1))
+                }
+                None => Some((row, row + 1)),
+            };
+        }
+        if let Some((from, to)) = run {
+            slices.push(self.frames.range(from, to));
+        }
+        (slices, count, bytes)
+    }
+
+    /// The texts of the messages for the client with the query in `slot`.
+    #[cfg(test)]
+    pub fn texts(&self, slot: Option<usize>) -> impl Iterator<Item = &str> {
+        self.selected(slot).map(|row| self.frames.text_of(row))
     }
 }
 
@@ -425,7 +455,7 @@ impl Hub {
             // No receiver is no error: the last client just left.
             let _ = ring.send(Arc::new(Batch {
                 seq: event.seq,
-                messages,
+                frames: Frames::text(&messages),
                 end: channel.published,
                 matches,
             }));
@@ -496,7 +526,7 @@ mod tests {
     fn received(sub: &mut Subscription) -> Vec<String> {
         let mut texts = Vec::new();
         while let Ok(Some(batch)) = sub.live.try_recv() {
-            texts.extend(batch.texts(sub.live.slot).map(|t| t.as_str().to_owned()));
+            texts.extend(batch.texts(sub.live.slot).map(str::to_owned));
         }
         texts
     }

@@ -35,6 +35,7 @@ mod state_delta;
 mod stream;
 mod subject;
 mod tls;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
