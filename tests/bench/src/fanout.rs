@@ -194,7 +194,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 per_second: rate(&bare),
                 unit: "messages",
             }),
-            target: Some(Target::RatioAtLeast(0.8)),
+            target: Some(Target::RatioAtLeast(1.2)),
             peak_rss_kib: peak(&ours),
             rss_of: "node",
             notes: vec![format!(
@@ -216,7 +216,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 unit: "µs",
                 per: "message",
             }),
-            target: Some(Target::RatioAtMost(1.25)),
+            target: Some(Target::RatioAtMost(0.6)),
             peak_rss_kib: None,
             rss_of: "",
             notes: vec![
@@ -236,7 +236,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 unit: "KiB",
                 per: "client",
             }),
-            target: Some(Target::CostAtMost(6.0, "KiB")),
+            target: Some(Target::CostAtMost(4.0, "KiB")),
             peak_rss_kib: None,
             rss_of: "",
             notes: Vec::new(),
@@ -246,7 +246,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             what: "Connect latency (TCP + upgrade) of a new client during full-speed fan-out".into(),
             ours: latency(&ours_connect),
             baseline: Some(latency(&bare_connect)),
-            target: Some(Target::P99AtMost(100.0)),
+            target: Some(Target::P99RatioAtMost(0.5)),
             peak_rss_kib: None,
             rss_of: "",
             notes: vec![format!(

@@ -43,8 +43,8 @@ pub enum Target {
     RatioAtLeast(f64),
     /// ours / baseline at most this (costs).
     RatioAtMost(f64),
-    /// p99 at most this many milliseconds.
-    P99AtMost(f64),
+    /// Latencies: ours / baseline at most this at the 99th percentile.
+    P99RatioAtMost(f64),
     /// A cost of ours at most this much of this unit (the figure's).
     CostAtMost(f64, &'static str),
     /// Latencies: ours / baseline at most `p50` at the median and `p99` at
@@ -78,14 +78,10 @@ impl Row {
     }
 
     pub fn met(&self) -> Option<bool> {
-        let p99 = match self.ours {
-            Figure::Latency { p99_ms, .. } => Some(p99_ms),
-            _ => None,
-        };
         match self.target.as_ref()? {
             Target::RatioAtLeast(min) => self.ratio().map(|r| r >= *min),
             Target::RatioAtMost(max) => self.ratio().map(|r| r <= *max),
-            Target::P99AtMost(max) => p99.map(|p| p <= *max),
+            Target::P99RatioAtMost(max) => self.ratio().map(|r| r <= *max),
             Target::CostAtMost(max, _) => match self.ours {
                 Figure::Cost { amount, .. } => Some(amount <= *max),
                 _ => None,
@@ -140,7 +136,7 @@ impl Target {
         match self {
             Target::RatioAtLeast(min) => format!("ratio ≥ {min}"),
             Target::RatioAtMost(max) => format!("ratio ≤ {max}"),
-            Target::P99AtMost(max) => format!("p99 ≤ {max} ms"),
+            Target::P99RatioAtMost(max) => format!("p99 ≤ {max}x"),
             Target::CostAtMost(max, unit) => format!("≤ {max} {unit}"),
             Target::LatencyRatioAtMost { p50, p99 } => format!("p50 ≤ {p50}x, p99 ≤ {p99}x"),
         }
