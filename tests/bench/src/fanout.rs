@@ -97,6 +97,8 @@ impl Workload {
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Server {
     Ours,
+    /// The node's websocket plugin over wss:// (row 4k).
+    OursTls,
     Bare,
 }
 
@@ -104,6 +106,7 @@ impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::Ours => "eventhost",
+            Server::OursTls => "eventhost over wss://",
             Server::Bare => "bare tokio-tungstenite",
         }
     }
@@ -122,6 +125,9 @@ pub(crate) struct Round {
     pub delivered: u64,
     feeding: Duration,
     server_cpu: Duration,
+    /// This process's CPU meanwhile: the clients, and the feeder and the
+    /// prober beside them.
+    client_cpu: Duration,
     idle_kib_per_client: f64,
     connect_ms: Vec<f64>,
     pub peak_rss_kib: Option<u64>,
@@ -134,6 +140,10 @@ impl Round {
 
     pub fn cpu_us_per_message(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.delivered as f64
+    }
+
+    fn client_cpu_us_per_message(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.delivered as f64
     }
 }
 
@@ -164,8 +174,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 quantile(&sorted(r.connect_ms.clone()), 0.99)
             );
             match server {
-                Server::Ours => ours.push(r),
                 Server::Bare => bare.push(r),
+                _ => ours.push(r),
             }
         }
     }
@@ -173,6 +183,14 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let rate = |rounds: &[Round]| median(rounds.iter().map(Round::rate).collect());
     let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_us_per_message).collect());
     let idle = |rounds: &[Round]| median(rounds.iter().map(|r| r.idle_kib_per_client).collect());
+    let client_cpu = |rounds: &[Round]| {
+        median(
+            rounds
+                .iter()
+                .map(Round::client_cpu_us_per_message)
+                .collect(),
+        )
+    };
     let connect =
         |rounds: &[Round]| sorted(rounds.iter().flat_map(|r| r.connect_ms.clone()).collect());
     let peak = |rounds: &[Round]| rounds.iter().filter_map(|r| r.peak_rss_kib).max();
@@ -198,8 +216,10 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             peak_rss_kib: peak(&ours),
             rss_of: "node",
             notes: vec![format!(
-                "messages delivered per second to all clients together (valid_transactions, blocks of {PER_BLOCK}); median of {} round(s); clients at most {WINDOW} messages behind; the clients share the 2 cores; bare server's peak RSS {:.1} MiB",
+                "messages delivered per second to all clients together (valid_transactions, blocks of {PER_BLOCK}); median of {} round(s); clients at most {WINDOW} messages behind; the clients share the 2 cores, and take {:.2} µs of CPU per message against eventhost, {:.2} µs against the bare server (this process: the clients, the feeder, the prober); bare server's peak RSS {:.1} MiB",
                 p.rounds,
+                client_cpu(&ours),
+                client_cpu(&bare),
                 peak(&bare).unwrap_or(0) as f64 / 1024.0
             )],
         },
@@ -258,6 +278,85 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// Row 4k: the server's CPU per delivered message with every client on
+/// wss://, against the bare server's over ws:// (building a bare TLS
+/// server would measure rustls twice over); the node over ws:// in the same
+/// rounds says what TLS itself costs. Fewer clients than row 4: each
+/// client's decryption runs in this process, on the same two cores.
+pub fn run_wss(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let p = if quick {
+        Params {
+            clients: 20,
+            rounds: 1,
+            feed_for: Duration::from_secs(2),
+            probe_every: Duration::from_millis(100),
+        }
+    } else {
+        Params {
+            clients: 200,
+            rounds: 3,
+            feed_for: Duration::from_secs(8),
+            probe_every: Duration::from_millis(50),
+        }
+    };
+    eprintln!(
+        "[4k wss] {} round(s): {} clients, blocks of {PER_BLOCK} fed for {:.0} s, eventhost over wss:// and ws:// and the bare server (ws://) alternating",
+        p.rounds,
+        p.clients,
+        p.feed_for.as_secs_f64()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let servers = [Server::OursTls, Server::Ours, Server::Bare];
+    let mut rounds: [Vec<Round>; 3] = Default::default();
+    for round in 1..=p.rounds {
+        for (i, server) in servers.into_iter().enumerate() {
+            let r = measure(server, build, &p, &Workload::plain(), &runtime)?;
+            eprintln!(
+                "[4k wss] round {round}/{}: {}: {:.0} messages/s, {:.2} µs server CPU per message",
+                p.rounds,
+                server.name(),
+                r.rate(),
+                r.cpu_us_per_message(),
+            );
+            rounds[i].push(r);
+        }
+    }
+    let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_us_per_message).collect());
+    let rate = |rounds: &[Round]| median(rounds.iter().map(Round::rate).collect());
+    let [tls, plain, bare] = &rounds;
+    Ok(vec![Row {
+        id: "4k",
+        what: format!(
+            "wss:// fan-out to {} clients: server CPU per delivered message, eventhost over TLS vs the bare tokio-tungstenite server over ws://",
+            p.clients
+        ),
+        ours: Figure::Cost {
+            amount: cpu(tls),
+            unit: "µs",
+            per: "message",
+        },
+        baseline: Some(Figure::Cost {
+            amount: cpu(bare),
+            unit: "µs",
+            per: "message",
+        }),
+        target: None,
+        peak_rss_kib: rounds[0].iter().filter_map(|r| r.peak_rss_kib).max(),
+        rss_of: "node",
+        notes: vec![format!(
+            "eventhost over ws:// in the same rounds: {:.3} µs per message, so TLS (each client's records encrypted for it alone: the one cost a shared frame cannot share) is {:.0}% of the wss:// figure; {:.0} messages/s over wss://, {:.0} over ws://; median of {} round(s)",
+            cpu(plain),
+            100.0 * (1.0 - cpu(plain) / cpu(tls)),
+            rate(tls),
+            rate(plain),
+            p.rounds
+        )],
+    }])
+}
+
 fn sorted(mut xs: Vec<f64>) -> Vec<f64> {
     xs.sort_by(f64::total_cmp);
     xs
@@ -271,6 +370,8 @@ struct Process {
     name: &'static str,
     /// An edge stops on SIGTERM; the others when their input ends.
     edge: bool,
+    /// Its clients speak TLS.
+    tls: bool,
 }
 
 /// The node's configuration: `source` (an edge's `[source]` table, or
@@ -288,8 +389,13 @@ impl Process {
             .prefix("eventhost-bench-ws-")
             .tempdir()?;
         let command = match server {
-            Server::Ours => {
-                std::fs::write(dir.path().join("config.toml"), node_config(build, ""))?;
+            Server::Ours | Server::OursTls => {
+                let mut config = node_config(build, "");
+                if server == Server::OursTls {
+                    let tls = crate::tls::material()?;
+                    config += &format!("tls_cert = {:?}\ntls_key = {:?}\n", tls.cert, tls.key);
+                }
+                std::fs::write(dir.path().join("config.toml"), config)?;
                 let mut command = Command::new(build.join("eventhost"));
                 command
                     .arg("--config")
@@ -303,7 +409,9 @@ impl Process {
                 command
             }
         };
-        Process::spawn(command, dir, server.name(), false)
+        let mut process = Process::spawn(command, dir, server.name(), false)?;
+        process.tls = server == Server::OursTls;
+        Ok(process)
     }
 
     /// An edge node (`eventhost run`) following the stream `feed` names.
@@ -345,6 +453,7 @@ impl Process {
             address: String::new(),
             name,
             edge,
+            tls: false,
         };
         let deadline = Instant::now() + STALL;
         process.address = loop {
@@ -398,22 +507,41 @@ impl Drop for Process {
 
 /// Connects a client to the stream at `path`; it counts the text messages
 /// it gets into `count` until the server closes it or `stop` is set.
-async fn connect(address: &str, path: &str, count: Arc<AtomicU64>) -> anyhow::Result<()> {
+async fn connect(
+    address: &str,
+    path: &str,
+    count: Arc<AtomicU64>,
+    tls: bool,
+) -> anyhow::Result<()> {
     let tcp = TcpStream::connect(address).await?;
     tcp.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp).await?;
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Text(_) => {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-                Message::Close(_) => return,
-                _ => {}
-            }
-        }
-    });
+    if tls {
+        let stream = crate::tls::material()?.connect(tcp).await?;
+        let url = format!("wss://localhost{path}");
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        tokio::spawn(count_texts(ws, count));
+    } else {
+        let url = format!("ws://{address}{path}");
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+        tokio::spawn(count_texts(ws, count));
+    }
     Ok(())
+}
+
+/// Counts the text messages a client gets until the server closes it.
+async fn count_texts<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, count: Arc<AtomicU64>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Text(_) => {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
 }
 
 /// Connects a new client every `every` until `probing` is cleared, and
@@ -504,7 +632,7 @@ fn measure_process(
         for (i, chunk) in counts.chunks(100).enumerate() {
             let connecting = chunk.iter().enumerate().map(|(j, c)| {
                 let path = &workload.paths[(i * 100 + j) % workload.paths.len()];
-                connect(&process.address, path, c.clone())
+                connect(&process.address, path, c.clone(), process.tls)
             });
             for connected in futures_util::future::join_all(connecting).await {
                 connected.context("a client could not connect")?;
@@ -519,17 +647,23 @@ fn measure_process(
 
     let probing = AtomicBool::new(true);
     let (fed, connect_ms) = std::thread::scope(|scope| {
-        let prober = scope.spawn(|| probe(&process.address, p.probe_every, &probing));
+        // Over TLS the connect latency is not measured (row 4d is ws://).
+        let prober = scope.spawn(|| match process.tls {
+            true => Ok(Vec::new()),
+            false => probe(&process.address, p.probe_every, &probing),
+        });
         let fed = (|| {
             let cpu_before =
                 sys::process_cpu_time(process.pid()).context("the server's CPU time")?;
+            let clients_before = sys::cpu_time();
             let started = Instant::now();
             let sent = feed(&mut *input, &counts, p.feed_for, workload.rich)?;
             let feeding = started.elapsed();
             let server_cpu = sys::process_cpu_time(process.pid())
                 .context("the server's CPU time")?
                 .saturating_sub(cpu_before);
-            anyhow::Ok((sent, feeding, server_cpu))
+            let client_cpu = sys::cpu_time().saturating_sub(clients_before);
+            anyhow::Ok((sent, feeding, server_cpu, client_cpu))
         })();
         probing.store(false, Ordering::Relaxed);
         let connect_ms = prober
@@ -538,7 +672,7 @@ fn measure_process(
             .context("a new client could not connect");
         (fed, connect_ms)
     });
-    let (sent, feeding, server_cpu) = fed?;
+    let (sent, feeding, server_cpu, client_cpu) = fed?;
     let connect_ms = connect_ms?;
     let peak_rss_kib = sys::peak_rss_kib(Some(process.pid()));
     let delivered: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
@@ -555,6 +689,7 @@ fn measure_process(
         delivered,
         feeding,
         server_cpu,
+        client_cpu,
         idle_kib_per_client,
         connect_ms,
         peak_rss_kib,

@@ -24,6 +24,7 @@ mod queries;
 mod replay;
 mod report;
 mod sys;
+mod tls;
 mod txs;
 mod validation;
 
@@ -63,6 +64,9 @@ enum Which {
     HeavyReads,
     /// 4: WebSocket fan-out to 1,000 clients vs a bare tokio-tungstenite server.
     Websocket,
+    /// 4k: wss:// fan-out: the server's CPU per message over TLS vs the bare
+    /// server over ws:// (and the node over ws://).
+    Wss,
     /// 4f-4h: fan-out to clients with queries vs without; one query's evaluation.
     Queries,
     /// 5: replay from the event log to one resuming WebSocket client vs
@@ -129,6 +133,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         (Which::Websocket, "websocket", &|| {
             fanout::run(&build, cli.quick)
         }),
+        (Which::Wss, "wss", &|| fanout::run_wss(&build, cli.quick)),
         (Which::Peer, "peer", &|| peer::run(&build, cli.quick)),
         (Which::Queries, "queries", &|| {
             queries::run(&build, cli.quick)
