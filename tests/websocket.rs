@@ -790,11 +790,14 @@ async fn bearer_tokens_are_required_in_any_accepted_form_and_never_logged() {
     }
 
     let bearer = format!("Bearer {IN_CONFIG}");
+    // The scheme's name is case-insensitive (RFC 7235).
+    let lowercase = format!("bearer {IN_FILE}");
     let cylinder = format!("Bearer Cylinder: {IN_FILE}");
     let subprotocols = format!("bearer, {IN_CONFIG}");
     let mut clients = Vec::new();
     for (name, value) in [
         ("authorization", &bearer),
+        ("authorization", &lowercase),
         ("authorization", &cylinder),
         ("sec-websocket-protocol", &subprotocols),
     ] {

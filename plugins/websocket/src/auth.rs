@@ -107,7 +107,7 @@ impl Tokens {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .map(|v| v.strip_prefix("Cylinder: ").unwrap_or(v).trim());
         let offered = headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -177,6 +177,15 @@ fn digest(token: &str) -> [u8; 32] {
     Sha3_256::digest(token.as_bytes()).into()
 }
 
+/// The credentials of an `Authorization` header of the Bearer scheme,
+/// whose name is case-insensitive (RFC 7235, section 2.1): `bearer …` too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +219,15 @@ mod tests {
             admit(&[("authorization", "Bearer t0ken")]),
             Ok((Admitted::Header, Identity::UNNAMED))
         );
+        // The scheme's name is case-insensitive (RFC 7235).
+        for scheme in ["bearer", "BEARER"] {
+            assert_eq!(
+                admit(&[("authorization", &format!("{scheme} t0ken"))]),
+                Ok((Admitted::Header, Identity::UNNAMED)),
+                "{scheme}"
+            );
+        }
+        assert!(admit(&[("authorization", "Bearert0ken")]).is_err());
         assert_eq!(
             admit(&[("authorization", "Bearer Cylinder: other")]),
             Ok((Admitted::Header, Identity::named(0)))
