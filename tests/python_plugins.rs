@@ -663,7 +663,9 @@ fn check_config_shows_what_each_python_plugin_would_run_without_running_it() {
                 "unknown",
                 "module = \"eventhost_test_plugins.unknown_types\"",
             )
-            + &python_plugin("counter", "module = \"eventhost_test_plugins.counter\"")),
+            + &python_plugin("counter", "module = \"eventhost_test_plugins.counter\"")
+            // Planetmint's group: the same lookup, after bigchaindb.events.
+            + &python_plugin("planetmint", "entry_point = \"planetmint_counter\"")),
     );
     let run = s.run(&["check-config"]);
     assert_eq!(run.code(), Some(3), "{}\n{}", run.stdout, run.stderr);
@@ -690,6 +692,13 @@ fn check_config_shows_what_each_python_plugin_would_run_without_running_it() {
         run.stdout
     );
     assert!(
+        run.stdout.lines().any(|l| l.starts_with(
+            "planetmint: module eventhost_test_plugins.counter (entry point planetmint_counter of planetmint.events, package eventhost-test-plugins "
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
         run.stdout.lines().any(|l| l.starts_with("error: plugin `unknown` (")
             && l.contains("its [plugins.config] is invalid at ")
             && l.contains("`module`: module eventhost_test_plugins.unknown_types declares event_types = 5, with bits this host does not know")),
@@ -707,7 +716,12 @@ fn check_config_shows_what_each_python_plugin_would_run_without_running_it() {
                 .find(|w| ["process", "thread"].contains(w))
         })
         .collect();
-    assert_eq!(isolation, ["process", "process"], "{}", run.stdout);
+    assert_eq!(
+        isolation,
+        ["process", "process", "process"],
+        "{}",
+        run.stdout
+    );
     // Nothing ran: no plugin wrote to the sandbox, and the node never served.
     assert!(!run.stderr.contains("HTTP API on"), "{}", run.stderr);
 }
