@@ -2,7 +2,9 @@
 //!
 //! Data flows one way, and the modules follow it:
 //! - [`sources`]: where events come from: the [`sources::ledger`], which
-//!   commits transactions in blocks, or a [`sources::replay`] of a recording;
+//!   commits transactions in blocks, a [`sources::replay`] of a recording,
+//!   or an [`sources::upstream`] stream an edge node follows (NATS
+//!   JetStream, fed by a ledger node's nats plugin);
 //! - [`event_log`]: the one door: each event is numbered and written to the
 //!   [`store`] durably, then published;
 //! - [`exchange`]: hands each published event to every subscribed plugin's

@@ -190,3 +190,67 @@ fn drop_range(txn: &redb::WriteTransaction, from: u64, to: u64) -> Result<(), Tx
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_log::EventLog;
+    use abi_stable::std_types::RString;
+    use eventhost_plugin_api::{BLOCK_VALID, Event};
+
+    /// An event of about 2 KiB at `height`.
+    fn event(height: u64) -> Event {
+        Event {
+            event_type: BLOCK_VALID,
+            seq: 0,
+            height,
+            block_hash: format!("hash{height}").into(),
+            timestamp_ms: 1000 + height,
+            transactions: vec![RString::from(format!(
+                "{{\"h\":{height},\"pad\":\"{}\"}}",
+                "x".repeat(2048)
+            ))]
+            .into(),
+            rejections: Default::default(),
+        }
+    }
+
+    fn stored_bytes(store: &Store) -> u64 {
+        store
+            .read(|txn| Ok(txn.open_table(EVENTS)?.stats()?.stored_bytes()))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_log_over_its_size_drops_its_oldest_events_but_never_past_the_protected_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let metrics = Metrics::new();
+        let (mut log, _) = EventLog::open(store.clone(), &metrics).unwrap();
+        log.commit((1..=200).map(event).collect()).unwrap();
+        let reader = Reader::new(store.clone());
+        let full = stored_bytes(&store);
+        let retention = Retention {
+            max_age: None,
+            max_bytes: Some(full / 4),
+            check_interval: Duration::from_secs(1),
+        };
+
+        // A required plugin has finished event 100 only: nothing after it goes.
+        prune(&store, &reader, &retention, 100, &metrics).unwrap();
+        assert_eq!(reader.first_seq().unwrap(), Some(101));
+        assert_eq!(metrics.events_pruned.get(), 100);
+
+        // Once it has finished everything, the log shrinks to its bound.
+        prune(&store, &reader, &retention, 200, &metrics).unwrap();
+        let first = reader.first_seq().unwrap().unwrap();
+        assert!((140..=160).contains(&first), "the log starts at {first}");
+        assert!(stored_bytes(&store) <= full / 4 + 4096, "over the bound");
+        assert_eq!(reader.last_seq().unwrap(), 200, "the newest stays");
+        assert_eq!(reader.read(first, 1).unwrap()[0].height, first);
+        // The dropped events' index entries went with them.
+        assert_eq!(reader.find_event("hash1").unwrap(), None);
+        assert_eq!(reader.find_event("hash200").unwrap(), Some(200));
+        assert_eq!(metrics.events_pruned.get(), first - 1);
+    }
+}
