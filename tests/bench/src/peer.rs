@@ -356,8 +356,9 @@ fn measure(server: Server, peer: &Path, build: &Path, p: &Params) -> anyhow::Res
     let mut process = match server {
         Server::Eventhost => {
             let config = format!(
-                "[host]\n{}\nlog = \"info\"\n\n[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n# The other servers do not ping either.\nping_interval_ms = 0\n",
-                crate::plugin_dirs_line(build)
+                "[host]\n{}\nlog = \"info\"\n\n[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n# The other servers do not ping either.\nping_interval_ms = 0\n# Every client comes from 127.0.0.1.\nmax_connections_per_address = 10000\n# Nor do they drop a slow client: one wsload thread reads them all, and\n# may fall behind a server that sends faster than it reads.\nclient_queue_capacity = {}\n",
+                crate::plugin_dirs_line(build),
+                p.blocks * PER_BLOCK
             );
             std::fs::write(dir.path().join("config.toml"), config)?;
             let mut command = Command::new(build.join("eventhost"));
