@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use eventhost::sources::ledger::builder::{self, Keypair};
 
-use crate::report::{Figure, Row};
+use crate::report::{Figure, Row, Target};
 use crate::{SINK, median, quantile, sys};
 
 /// How long a node may take to start, to deliver, to stop.
@@ -192,7 +192,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 per_second: rate(&thread),
                 unit: "events",
             }),
-            target: None,
+            target: Some(Target::RatioAtLeast(0.9)),
             peak_rss_kib: peak(&process),
             rss_of: "node and plugin process",
             notes: vec![format!(
@@ -215,7 +215,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 unit: "µs",
                 per: "event",
             }),
-            target: None,
+            target: Some(Target::AddedAtMost(3.0)),
             peak_rss_kib: None,
             rss_of: "",
             notes: vec![format!(

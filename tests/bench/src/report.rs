@@ -45,6 +45,8 @@ pub enum Target {
     RatioAtMost(f64),
     /// Latencies: ours / baseline at most this at the 99th percentile.
     P99RatioAtMost(f64),
+    /// Costs: ours at most this much above the baseline, in the figure's unit.
+    AddedAtMost(f64),
     /// A cost of ours at most this much of this unit (the figure's).
     CostAtMost(f64, &'static str),
     /// Latencies: ours / baseline at most `p50` at the median and `p99` at
@@ -82,6 +84,12 @@ impl Row {
             Target::RatioAtLeast(min) => self.ratio().map(|r| r >= *min),
             Target::RatioAtMost(max) => self.ratio().map(|r| r <= *max),
             Target::P99RatioAtMost(max) => self.ratio().map(|r| r <= *max),
+            Target::AddedAtMost(max) => match (self.ours, self.baseline?) {
+                (Figure::Cost { amount: a, .. }, Figure::Cost { amount: b, .. }) => {
+                    Some(a - b <= *max)
+                }
+                _ => None,
+            },
             Target::CostAtMost(max, _) => match self.ours {
                 Figure::Cost { amount, .. } => Some(amount <= *max),
                 _ => None,
@@ -137,6 +145,7 @@ impl Target {
             Target::RatioAtLeast(min) => format!("ratio ≥ {min}"),
             Target::RatioAtMost(max) => format!("ratio ≤ {max}"),
             Target::P99RatioAtMost(max) => format!("p99 ≤ {max}x"),
+            Target::AddedAtMost(max) => format!("≤ {max} more"),
             Target::CostAtMost(max, unit) => format!("≤ {max} {unit}"),
             Target::LatencyRatioAtMost { p50, p99 } => format!("p50 ≤ {p50}x, p99 ≤ {p99}x"),
         }
@@ -206,4 +215,43 @@ pub fn json(rows: &[Row], quick: bool, machine: Value) -> Value {
         "machine": machine,
         "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost_row(ours: f64, baseline: f64, target: Target) -> Row {
+        let cost = |amount| Figure::Cost {
+            amount,
+            unit: "µs",
+            per: "event",
+        };
+        Row {
+            id: "t",
+            what: String::new(),
+            ours: cost(ours),
+            baseline: Some(cost(baseline)),
+            target: Some(target),
+            peak_rss_kib: None,
+            rss_of: "",
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn added_cost_targets_compare_the_difference() {
+        assert_eq!(
+            cost_row(9.25, 9.11, Target::AddedAtMost(3.0)).met(),
+            Some(true)
+        );
+        assert_eq!(
+            cost_row(15.4, 8.9, Target::AddedAtMost(3.0)).met(),
+            Some(false)
+        );
+        assert_eq!(
+            cost_row(0.06, 0.17, Target::RatioAtMost(0.6)).met(),
+            Some(true)
+        );
+    }
 }
