@@ -191,7 +191,10 @@ pub fn serve(
             metrics.limit_hit(lease.identity(), Limit::MessagesPerSecond);
         }
         let frame = close_frame(&end, hub, &keepalive, config, lease.label());
-        if let Some(frame) = &frame {
+        if let End::ClientClosed(code) = end {
+            let code = code.map_or("no code".into(), |c| format!("code {c}"));
+            ctx.debug(format_args!("client {peer} on {path} closed ({code})"));
+        } else if let Some(frame) = &frame {
             let message = format!("closing client {peer} on {path}: {}", frame.1);
             match end {
                 End::TooSlow | End::RateLimited(_) => ctx.warn(format_args!(
