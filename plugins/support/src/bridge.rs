@@ -112,6 +112,11 @@ impl Settings {
                 "`reconnect_initial_ms` ({reconnect_initial_ms}) must be at least 1 and at most `reconnect_max_ms` ({reconnect_max_ms})"
             ));
         }
+        if reconnect_max_ms > MAX_RECONNECT_MS {
+            return Err(format!(
+                "`reconnect_max_ms` ({reconnect_max_ms}) must be at most {MAX_RECONNECT_MS} (an hour)"
+            ));
+        }
         Ok(Settings {
             max_unconfirmed_events,
             reconnect_initial: Duration::from_millis(reconnect_initial_ms),
@@ -123,6 +128,11 @@ impl Settings {
 
 /// The largest window: what a tokio semaphore can count, with room to spare.
 pub const MAX_UNCONFIRMED_EVENTS: usize = 1 << 20;
+
+/// The longest wait between reconnection attempts: an hour. Longer would
+/// leave an outage unnoticed in the log, and far larger values overflow
+/// the backoff's arithmetic.
+pub const MAX_RECONNECT_MS: u64 = 3_600_000;
 
 /// How often the intake, while waiting for an event, checks that the
 /// publisher still runs (it stops early only if it failed or panicked).
@@ -214,6 +224,12 @@ mod tests {
             (2_000_000, 500, 30_000, "at most 1048576"),
             (256, 0, 30_000, "reconnect_initial_ms"),
             (256, 5_000, 100, "reconnect_initial_ms"),
+            (
+                256,
+                500,
+                3_600_001,
+                "`reconnect_max_ms` (3600001) must be at most 3600000",
+            ),
         ];
         for (window, initial, max, expected) in cases {
             let err = Settings::check(window, initial, max, "x").err().unwrap();
