@@ -172,12 +172,20 @@ fn a_stream_position_older_than_the_log_is_refused_with_410_and_the_oldest_avail
     commit(&http, 4);
     host.wait_for_log("the log now starts at event 4", Duration::from_secs(10));
 
-    let gone = support::ws::raw_http(
-        &streams,
-        &support::ws::upgrade_request("/api/v1/streams/valid_blocks?from_height=1"),
-    );
-    assert!(gone.starts_with("HTTP/1.1 410"), "{gone}");
-    assert!(gone.contains("oldest"), "{gone}");
+    // Each way of naming a position: a height, a time, and the height of
+    // the last event a client saw.
+    for position in [
+        "from_height=1",
+        "from_time=2020-01-01T00:00:00Z",
+        "last_seen_event=1",
+    ] {
+        let gone = support::ws::raw_http(
+            &streams,
+            &support::ws::upgrade_request(&format!("/api/v1/streams/valid_blocks?{position}")),
+        );
+        assert!(gone.starts_with("HTTP/1.1 410"), "{position}: {gone}");
+        assert!(gone.contains("oldest"), "{position}: {gone}");
+    }
     let (status, index) = Http::new(&format!("http://{streams}")).get("/api/v1/streams");
     assert_eq!(status, 200, "{index}");
     assert!(index.to_string().contains("\"seq\":4"), "{index}");
