@@ -284,20 +284,9 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 /// rounds says what TLS itself costs. Fewer clients than row 4: each
 /// client's decryption runs in this process, on the same two cores.
 pub fn run_wss(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
-    let p = if quick {
-        Params {
-            clients: 20,
-            rounds: 1,
-            feed_for: Duration::from_secs(2),
-            probe_every: Duration::from_millis(100),
-        }
-    } else {
-        Params {
-            clients: 200,
-            rounds: 3,
-            feed_for: Duration::from_secs(8),
-            probe_every: Duration::from_millis(50),
-        }
+    let p = Params {
+        clients: if quick { 20 } else { 200 },
+        ..Params::new(quick)
     };
     eprintln!(
         "[4k wss] {} round(s): {} clients, blocks of {PER_BLOCK} fed for {:.0} s, eventhost over wss:// and ws:// and the bare server (ws://) alternating",
