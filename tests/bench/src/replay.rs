@@ -40,7 +40,7 @@ use eventhost_plugin_api::{BLOCK_VALID, Event};
 use tokio_tungstenite::tungstenite;
 
 use crate::node::{Node, eventhost};
-use crate::report::{Figure, Row};
+use crate::report::{Figure, Row, Target};
 use crate::txs::Tx;
 use crate::{median, sys};
 
@@ -155,7 +155,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 per_second: rate(&bare),
                 unit: "events",
             }),
-            target: None,
+            target: Some(Target::RatioAtLeast(1.0)),
             peak_rss_kib: node_rss,
             rss_of: "node",
             notes: vec![format!(
@@ -179,7 +179,9 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 unit: "µs",
                 per: "event",
             }),
-            target: None,
+            // Issue 21: at most 1.0 µs of node CPU per replayed message,
+            // and each event here carries PER_BLOCK messages.
+            target: Some(Target::CostAtMost(PER_BLOCK as f64, "µs")),
             peak_rss_kib: None,
             rss_of: "",
             notes: vec![format!(
