@@ -525,7 +525,7 @@ pub fn write_block(
         no += 1;
         let record = TxRecord {
             height: block.height,
-            json: tx.json.to_string(),
+            json: tx.text().to_owned(),
         };
         seal::insert(
             &mut transactions,

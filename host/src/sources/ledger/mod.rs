@@ -511,16 +511,15 @@ impl Committer {
 
     /// Makes the queue durable without cutting a block.
     fn store_pending(&mut self) -> Result<(), LedgerError> {
-        let jsons: Vec<(u64, String)> = self
+        let entries: Vec<(u64, &str)> = self
             .pending
             .iter()
             .filter(|p| !p.stored)
-            .map(|p| (p.no, p.tx.json.to_string()))
+            .map(|p| (p.no, p.tx.text()))
             .collect();
-        if jsons.is_empty() {
+        if entries.is_empty() {
             return Ok(());
         }
-        let entries: Vec<(u64, &str)> = jsons.iter().map(|(no, j)| (*no, j.as_str())).collect();
         self.chain.add_pending(&entries)?;
         for p in self.pending.iter_mut() {
             p.stored = true;
@@ -587,7 +586,7 @@ impl Committer {
                 timestamp_ms,
                 transactions: rejected
                     .iter()
-                    .map(|(tx, _)| RString::from(tx.json.to_string()))
+                    .map(|(tx, _)| RString::from(tx.text()))
                     .collect::<RVec<_>>(),
                 rejections: rejected
                     .iter()
@@ -607,7 +606,7 @@ impl Committer {
                 timestamp_ms,
                 transactions: valid
                     .iter()
-                    .map(|tx| RString::from(tx.json.to_string()))
+                    .map(|tx| RString::from(tx.text()))
                     .collect::<RVec<_>>(),
                 rejections: RVec::new(),
             });

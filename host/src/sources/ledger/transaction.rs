@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 use eventhost_plugin_api::tx;
 use serde_json::{Map, Value};
@@ -81,6 +82,10 @@ pub struct Transaction {
     pub asset_ids: Vec<String>,
     /// The transaction as received.
     pub json: Value,
+    /// `json` as the node stores, publishes and echoes it, serialized once:
+    /// the API's answer, the block's event and the stored record each
+    /// serialized it anew, three times per transaction (issue 21 item 5).
+    text: OnceLock<String>,
 }
 
 /// The rule a transaction broke; names match BigchainDB's exception classes,
@@ -254,6 +259,7 @@ impl Transaction {
             outputs,
             asset_ids,
             json,
+            text: OnceLock::new(),
         };
         tx.check_signatures(&base)?;
         Ok(tx)
@@ -283,6 +289,14 @@ impl Transaction {
             }
         }
         Ok(())
+    }
+
+    /// The JSON text of the transaction as stored (keys sorted, numbers as
+    /// received), serialized on first use. It is left out of
+    /// [`Transaction::parse`], which checks, so that the API's thread
+    /// makes it for its answer and the ledger's thread reuses it.
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| self.json.to_string())
     }
 
     /// The ids of the outputs this transaction spends.
