@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::http::{
     HeaderName, HeaderValue, Request, StatusCode, Version, header,
@@ -21,6 +22,10 @@ const MAX_HEADERS: usize = 64;
 
 /// What a lingering close reads and drops at most.
 const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Room for a request head at first: a client's upgrade request is a few
+/// hundred bytes.
+const FIRST_READ: usize = 1024;
 
 /// Why no request could be read.
 #[derive(Debug)]
@@ -83,19 +88,26 @@ pub async fn read<S: AsyncRead + Unpin>(
     io: &mut S,
     limit: usize,
 ) -> Result<Request<()>, HeadError> {
-    let mut buf = Vec::with_capacity(limit.min(4096));
+    // Read straight into the buffer, grown from a size most requests fit:
+    // clients upgrading at once each hold it until their request is whole
+    // (a crowd connecting at once, row 4c).
+    let mut buf = Vec::with_capacity(limit.min(FIRST_READ));
     loop {
         if buf.len() >= limit {
             let line = !buf.windows(2).any(|w| w == b"\r\n");
             return Err(HeadError::TooLong { line, limit });
         }
-        let mut chunk = [0u8; 4096];
-        let want = chunk.len().min(limit - buf.len());
-        let n = io.read(&mut chunk[..want]).await.map_err(HeadError::Io)?;
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(limit - buf.len()));
+        }
+        let room = (buf.capacity() - buf.len()).min(limit - buf.len());
+        let n = io
+            .read_buf(&mut (&mut buf).limit(room))
+            .await
+            .map_err(HeadError::Io)?;
         if n == 0 {
             return Err(HeadError::Closed);
         }
-        buf.extend_from_slice(&chunk[..n]);
         if let Some(request) = parse(&buf)? {
             return Ok(request);
         }
@@ -184,7 +196,9 @@ pub async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = io.shutdown().await;
     let drain = async {
-        let mut chunk = [0u8; 4096];
+        // On the heap: on the stack it would be part of every upgrade's
+        // task, refused or not.
+        let mut chunk = vec![0u8; 4096];
         let mut dropped = 0;
         while dropped < LINGER_BYTES {
             match io.read(&mut chunk).await {
