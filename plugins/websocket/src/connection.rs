@@ -1,45 +1,49 @@
 //! One client's connection, from the upgrade until either side ends it
 //! with a close frame that says why.
 //!
-//! Three things run side by side: the reader checks and drops whatever the
-//! client sends (messages are ignored, pongs prove it is alive, pings are
-//! answered), the writer sends what a resuming client missed from the log,
-//! then the live batches, the keep-alive pings and the pongs owed, and the
-//! first of them to end, or word that the client fell behind, or an
-//! unanswered ping, ends the connection. Live messages go out as the
-//! frames the hub made once for every client of the stream (see
-//! [`crate::wire`]).
+//! One task serves it, and it reads and writes the socket by polling it
+//! from whichever await the task is at ([`Conn::poll`]): what the client
+//! sends is checked and dropped (messages are ignored, pongs prove it is
+//! alive, pings are answered), what is queued is written, and keep-alive
+//! pings go out when due, while the task waits for the next live batch (a
+//! resuming client: first what it missed, from the log). Word that the
+//! client fell behind, an unanswered ping, or the end of the socket or of
+//! the stream ends the connection. Live messages go out as the frames the
+//! hub made once for every client of the stream (see [`crate::wire`]).
+//!
+//! An idle client's task therefore holds the socket, the few bytes of
+//! state of its reader and writer, and its subscription, and no buffer:
+//! what sending a batch, a replay or the close needs is boxed for as long
+//! as it lasts (row 4c of docs/benchmarks.md). The socket is not split in
+//! two halves (each a task's borrow, tokio's shared between them).
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio::time::Interval;
 
 use crate::config::Config;
 use crate::handshake::{self, Upgraded};
-use crate::hub::{Batch, Hub, Live, LiveEnd};
-use crate::keepalive::Keepalive;
+use crate::hub::{Batch, Hub, Live, LiveEnd, TooSlow};
+use crate::keepalive::{Due, Keepalive};
 use crate::metrics::{Closed, Metrics};
 use crate::quota::{Identity, Lease, Limit};
 use crate::resume::{Replay, ReplayError};
 use crate::server::Shared;
 use crate::stream::Stream;
 use crate::tls::{self, ClientStream};
-use crate::wire::{self, Frames, Incoming, ReadError, code};
+use crate::wire::{self, Frames, Incoming, ReadError, Reader, Writer, code};
 
 /// Messages written before a flush: flushing per message costs far more
 /// CPU, and flushing at least this often keeps pings going out under load
 /// and bounds how long a client's task holds its worker.
 const MAX_BATCH: usize = 512;
-
-type Reader = wire::Reader<ReadHalf<ClientStream>>;
-type Writer = wire::Writer<WriteHalf<ClientStream>>;
 
 /// Why a connection ended.
 enum End {
@@ -83,22 +87,113 @@ impl End {
     }
 }
 
-/// The pong the writer owes the client: for the latest ping only (RFC 6455
-/// allows that), so a client that floods pings is owed one pong at a time.
-#[derive(Default)]
-struct Pongs {
-    owed: Mutex<Option<Bytes>>,
-    due: Notify,
+/// The client's socket, and what is read from it and written to it.
+struct Conn {
+    io: ClientStream,
+    reader: Reader,
+    writer: Writer,
+    /// The pong owed, for the latest ping only (RFC 6455 allows that), so
+    /// that a client that floods pings is owed one pong at a time.
+    pong: Option<Bytes>,
+    /// None if pings are off.
+    keepalive: Option<Keepalive>,
 }
 
-impl Pongs {
-    fn owe(&self, payload: Bytes) {
-        *self.owed.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
-        self.due.notify_one();
+impl Conn {
+    fn new(io: ClientStream, config: &Config) -> Conn {
+        Conn {
+            io,
+            reader: Reader::new(config.max_message_bytes),
+            writer: Writer::default(),
+            pong: None,
+            keepalive: None,
+        }
     }
 
-    fn take(&self) -> Option<Bytes> {
-        self.owed.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// Moves the connection to the runtime this is called on: its socket
+    /// (see [`ClientStream::rehome`]) and its keep-alive timer, which
+    /// starts now.
+    fn rehome(&mut self, config: &Config) -> std::io::Result<()> {
+        self.io.rehome()?;
+        self.keepalive = Keepalive::new(config.ping_interval(), config.pong_timeout());
+        Ok(())
+    }
+
+    /// Serves the socket: reads what the client sent, sends a ping when
+    /// one is due, and writes what is queued, with the pong owed once
+    /// nothing else is. Ready only when the connection must end, with why.
+    fn poll(&mut self, cx: &mut Context<'_>, too_slow: &TooSlow) -> Poll<End> {
+        if too_slow.poll(cx).is_ready() {
+            return Poll::Ready(End::TooSlow);
+        }
+        if let Some(keepalive) = &mut self.keepalive {
+            while let Poll::Ready(due) = keepalive.poll_due(cx) {
+                match due {
+                    Due::Ping => self.writer.push(wire::ping()),
+                    Due::Expired => return Poll::Ready(End::NoPong),
+                }
+            }
+        }
+        loop {
+            match self.reader.poll_next(&mut self.io, cx) {
+                Poll::Ready(Ok(Incoming::Ping(payload))) => self.pong = Some(payload),
+                Poll::Ready(Ok(Incoming::Pong)) => {
+                    if let Some(keepalive) = &mut self.keepalive {
+                        keepalive.pong();
+                    }
+                }
+                Poll::Ready(Ok(Incoming::Close(code))) => {
+                    return Poll::Ready(End::ClientClosed(code));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(e.into()),
+                Poll::Pending => break,
+            }
+        }
+        if self.writer.is_idle()
+            && let Some(payload) = self.pong.take()
+        {
+            self.writer.push(wire::pong(&payload));
+        }
+        match self.writer.poll_flush(&mut self.io, cx) {
+            Poll::Ready(Err(_)) => Poll::Ready(End::Gone),
+            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Waits for `until` while serving the socket; the connection's end
+    /// instead, if that comes first. `until` is pinned by the caller, so
+    /// that its state is held once.
+    async fn beside<F: Future>(
+        &mut self,
+        too_slow: &TooSlow,
+        mut until: Pin<&mut F>,
+    ) -> Result<F::Output, End> {
+        poll_fn(|cx| match self.poll(cx, too_slow) {
+            Poll::Ready(end) => Poll::Ready(Err(end)),
+            Poll::Pending => until.as_mut().poll(cx).map(Ok),
+        })
+        .await
+    }
+
+    /// Writes everything queued, serving the socket meanwhile.
+    async fn flush(&mut self, too_slow: &TooSlow) -> Result<(), End> {
+        poll_fn(|cx| match self.poll(cx, too_slow) {
+            Poll::Ready(end) => Poll::Ready(Err(end)),
+            Poll::Pending if self.writer.is_idle() => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
+}
+
+impl From<ReadError> for End {
+    fn from(e: ReadError) -> End {
+        match e {
+            ReadError::Gone => End::Gone,
+            ReadError::TooBig => End::TooBig,
+            ReadError::Protocol(why) => End::Invalid(code::PROTOCOL, why),
+            ReadError::Utf8 => End::Invalid(code::INVALID, "a text message is not UTF-8".into()),
+        }
     }
 }
 
@@ -140,16 +235,18 @@ pub fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> impl Future<Output = ()> {
-    // Taken apart before the future is made, so that the future holds the
-    // parts once rather than both them and the whole (every byte of it is
-    // a byte per connected client).
+    // Taken apart, and the socket made a `Conn`, before the future is
+    // made, so that the future holds each part once rather than both it
+    // and what it was made from (every byte of it is a byte per connected
+    // client).
     let Upgraded {
-        mut socket,
+        socket,
         stream,
         mut subscription,
         replay,
         lease,
     } = upgraded;
+    let mut conn = Conn::new(socket, &shared.config);
     async move {
         let Shared {
             hub,
@@ -158,29 +255,26 @@ pub fn serve(
             metrics,
             ..
         } = &*shared;
-        if let Err(e) = socket.rehome() {
+        if let Err(e) = conn.rehome(config) {
             ctx.warn(format_args!("client {peer}: cannot move its socket: {e}"));
             return;
         }
         let _counted = metrics.connected(lease.identity());
         let path = stream.path();
         ctx.debug(format_args!("client {peer} connected to {path}"));
-        let keepalive = Keepalive::new(config.ping_interval(), config.pong_timeout());
-        let (read_half, write_half) = tokio::io::split(socket);
-        let mut reader = Reader::new(read_half, config.max_message_bytes);
-        let mut writer = Writer::new(write_half);
-        let pongs = Pongs::default();
         let pace = Pace::new(&lease, metrics, stream);
-        let end = tokio::select! {
-            biased;
-            Ok(()) = &mut subscription.too_slow => End::TooSlow,
-            () = keepalive.expired() => End::NoPong,
-            end = read(&mut reader, &keepalive, &pongs) => end,
-            end = write(&mut writer, &mut subscription.live, replay, &keepalive, &pongs, &pace, config) => end,
-        };
+        let end = send(
+            &mut conn,
+            &mut subscription.live,
+            &subscription.too_slow,
+            replay,
+            &pace,
+            config,
+        )
+        .await;
         // The plugin may have stopped just after dropping the client as too slow.
         let end = match end {
-            End::ShuttingDown if subscription.too_slow.try_recv().is_ok() => End::TooSlow,
+            End::ShuttingDown if subscription.too_slow.is_set() => End::TooSlow,
             End::TooSlow if pace.throttled() => End::RateLimited(pace.per_second()),
             end => end,
         };
@@ -190,7 +284,7 @@ pub fn serve(
         if let End::RateLimited(_) = end {
             metrics.limit_hit(lease.identity(), Limit::MessagesPerSecond);
         }
-        let frame = close_frame(&end, hub, &keepalive, config, lease.label());
+        let frame = close_frame(&end, hub, config, lease.label());
         if let End::ClientClosed(code) = end {
             let code = code.map_or("no code".into(), |c| format!("code {c}"));
             ctx.debug(format_args!("client {peer} on {path} closed ({code})"));
@@ -208,7 +302,8 @@ pub fn serve(
         } else {
             ctx.debug(format_args!("client {peer} on {path} left"));
         }
-        close(writer, reader, frame, &end, config).await;
+        // Boxed: an idle connection's task need not hold room for it.
+        Box::pin(close(conn, frame, &end, config)).await;
         drop(lease);
     }
 }
@@ -266,49 +361,21 @@ impl<'a> Pace<'a> {
     }
 }
 
-/// Checks what the client sends until it closes or breaks the protocol.
-async fn read(reader: &mut Reader, keepalive: &Keepalive, pongs: &Pongs) -> End {
-    loop {
-        match reader.next().await {
-            Ok(Incoming::Pong) => keepalive.pong(),
-            Ok(Incoming::Ping(payload)) => pongs.owe(payload),
-            Ok(Incoming::Close(code)) => return End::ClientClosed(code),
-            Err(ReadError::Gone) => return End::Gone,
-            Err(ReadError::TooBig) => return End::TooBig,
-            Err(ReadError::Protocol(why)) => return End::Invalid(code::PROTOCOL, why),
-            Err(ReadError::Utf8) => {
-                return End::Invalid(code::INVALID, "a text message is not UTF-8".into());
-            }
-        }
-    }
-}
-
 /// Sends what a resuming client missed, then the live batches, in order,
-/// the keep-alive pings and the pongs owed.
-async fn write(
-    writer: &mut Writer,
+/// until the connection must end; says why.
+async fn send(
+    conn: &mut Conn,
     live: &mut Live,
-    replay: Option<Replay>,
-    keepalive: &Keepalive,
-    pongs: &Pongs,
+    too_slow: &TooSlow,
+    replay: Option<Box<Replay>>,
     pace: &Pace<'_>,
     config: &Config,
 ) -> End {
-    let mut pings = keepalive.pings();
     // Live batches of events before this one were sent from the log.
     let mut live_from = 0;
     if let Some(mut replay) = replay {
         // Boxed: only resuming clients need room for the replay's state.
-        let sent = Box::pin(send_replay(
-            writer,
-            live,
-            &mut replay,
-            &mut pings,
-            pongs,
-            pace,
-            config,
-        ))
-        .await;
+        let sent = Box::pin(send_replay(conn, live, too_slow, &mut replay, pace, config)).await;
         let first_live = match sent {
             Ok(first_live) => first_live,
             Err(end) => return end,
@@ -317,33 +384,24 @@ async fn write(
         drop(replay);
         if let Some(batch) = first_live.filter(|batch| batch.seq >= live_from) {
             debug_assert_eq!(batch.seq, live_from);
-            if let Err(end) = send_live(writer, live, batch, live_from, pace).await {
+            let sent = Box::pin(send_live(conn, live, too_slow, batch, live_from, pace)).await;
+            if let Err(end) = sent {
                 return end;
             }
         }
     }
     loop {
-        let sent = tokio::select! {
-            biased;
-            () = pongs.due.notified() => match pongs.take() {
-                Some(payload) => {
-                    writer.push(wire::pong(&payload));
-                    writer.flush().await.map_err(|_| End::Gone)
-                }
-                None => Ok(()),
-            },
-            () = next_ping(&mut pings) => {
-                writer.push(wire::ping());
-                writer.flush().await.map_err(|_| End::Gone)
-            }
-            next = live.recv() => match next {
-                Ok(batch) if batch.seq < live_from => Ok(()),
-                // Boxed: its state would otherwise be part of every idle
-                // connection's task (about 400 bytes, row 4c).
-                Ok(batch) => Box::pin(send_live(writer, live, batch, live_from, pace)).await,
-                Err(end) => return end.into(),
-            },
+        let batch = match conn.beside(too_slow, pin!(live.recv())).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(end)) => return end.into(),
+            Err(end) => return end,
         };
+        if batch.seq < live_from {
+            continue;
+        }
+        // Boxed: its state would otherwise be part of every idle
+        // connection's task (row 4c).
+        let sent = Box::pin(send_live(conn, live, too_slow, batch, live_from, pace)).await;
         if let Err(end) = sent {
             return end;
         }
@@ -359,27 +417,15 @@ impl From<LiveEnd> for End {
     }
 }
 
-/// Waits for the next ping to be due; forever if pings are off.
-async fn next_ping(pings: &mut Option<Interval>) {
-    match pings {
-        Some(pings) => {
-            pings.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Sends the log's events up to the first live batch published, a log
-/// batch at a time, pinging when a ping is due. Returns that first live
-/// batch, if one was published by then. A batch that the budget cannot
-/// hold, or that the socket does not take, within the stall timeout ends
-/// the connection.
+/// batch at a time. Returns that first live batch, if one was published
+/// by then. A batch that the budget cannot hold, or that the socket does
+/// not take, within the stall timeout ends the connection.
 async fn send_replay(
-    writer: &mut Writer,
+    conn: &mut Conn,
     live: &mut Live,
+    too_slow: &TooSlow,
     replay: &mut Replay,
-    pings: &mut Option<Interval>,
-    pongs: &Pongs,
     pace: &Pace<'_>,
     config: &Config,
 ) -> Result<Option<Arc<Batch>>, End> {
@@ -390,10 +436,13 @@ async fn send_replay(
             first_live = live.try_recv()?;
         }
         let until = first_live.as_ref().map(|batch| batch.seq);
-        let batch = replay.next_batch(until, stall).await.map_err(|e| match e {
-            ReplayError::Starved => End::ReplayStarved,
-            ReplayError::Unreadable(why) => End::LogUnreadable(why),
-        })?;
+        let batch = conn
+            .beside(too_slow, pin!(replay.next_batch(until, stall)))
+            .await?
+            .map_err(|e| match e {
+                ReplayError::Starved => End::ReplayStarved,
+                ReplayError::Unreadable(why) => End::LogUnreadable(why),
+            })?;
         let Some(crate::resume::Batch { texts, lease }) = batch else {
             return Ok(first_live);
         };
@@ -401,17 +450,11 @@ async fn send_replay(
         // This client's own batch: framed for it alone.
         let frames = Frames::text(&texts);
         drop(texts);
-        pace.allow(messages).await;
-        writer.push(frames.all());
-        if next_ping(pings).now_or_never().is_some() {
-            writer.push(wire::ping());
-        }
-        if let Some(payload) = pongs.take() {
-            writer.push(wire::pong(&payload));
-        }
-        match tokio::time::timeout(stall, writer.flush()).await {
+        conn.beside(too_slow, pin!(pace.allow(messages))).await?;
+        conn.writer.push(frames.all());
+        match tokio::time::timeout(stall, conn.flush(too_slow)).await {
             Err(_) => return Err(End::ReplayStalled),
-            Ok(Err(_)) => return Err(End::Gone),
+            Ok(Err(end)) => return Err(end),
             Ok(Ok(())) => pace.sent(messages as u64, bytes as u64),
         }
         // The socket took the batch: its budget is free for others.
@@ -424,8 +467,9 @@ async fn send_replay(
 /// [`MAX_BATCH`] messages, then flushes once: the shared frames of each
 /// batch, never a copy.
 async fn send_live(
-    writer: &mut Writer,
+    conn: &mut Conn,
     live: &mut Live,
+    too_slow: &TooSlow,
     first: Arc<Batch>,
     live_from: u64,
     pace: &Pace<'_>,
@@ -436,10 +480,10 @@ async fn send_live(
         if batch.seq >= live_from {
             let (slices, messages, size) = batch.frames(live.slot);
             if pace.limited() {
-                pace.allow(messages).await;
+                conn.beside(too_slow, pin!(pace.allow(messages))).await?;
             }
             for slice in slices {
-                writer.push(slice);
+                conn.writer.push(slice);
             }
             fed += messages;
             bytes += size;
@@ -452,19 +496,13 @@ async fn send_live(
             None => break,
         }
     }
-    let flushed = writer.flush().await.map_err(|_| End::Gone);
+    let flushed = conn.flush(too_slow).await;
     pace.sent(fed as u64, bytes as u64);
     flushed
 }
 
 /// The close frame to send: its code and reason; none if the socket is gone.
-fn close_frame(
-    end: &End,
-    hub: &Hub,
-    keepalive: &Keepalive,
-    config: &Config,
-    token: &str,
-) -> Option<(u16, String)> {
+fn close_frame(end: &End, hub: &Hub, config: &Config, token: &str) -> Option<(u16, String)> {
     let (code, reason) = match end {
         End::Gone => return None,
         End::ClientClosed(code) => (code.unwrap_or(code::NORMAL), String::new()),
@@ -500,7 +538,7 @@ fn close_frame(
             code::ERROR,
             format!(
                 "keepalive timeout: no pong within {} ms",
-                keepalive.pong_timeout().as_millis()
+                config.pong_timeout_ms
             ),
         ),
         End::TooBig => (
@@ -517,29 +555,24 @@ fn close_frame(
     Some((code, reason))
 }
 
-/// Sends the close frame, if any, and unless the client closed first waits
-/// for the client's, so that the server closes the TCP connection first;
-/// all within `close_timeout_ms`.
-async fn close(
-    mut writer: Writer,
-    mut reader: Reader,
-    frame: Option<(u16, String)>,
-    end: &End,
-    config: &Config,
-) {
+/// Sends the close frame, if any, after whatever is still queued, and
+/// unless the client closed first waits for the client's, so that the
+/// server closes the TCP connection first; all within `close_timeout_ms`.
+async fn close(mut conn: Conn, frame: Option<(u16, String)>, end: &End, config: &Config) {
     let handshake = async {
         if let Some((code, reason)) = &frame {
-            writer.push(wire::close(Some((*code, reason))));
-            let sent = writer.flush().await.is_ok();
-            if sent && !matches!(end, End::ClientClosed(_)) {
-                while let Ok(incoming) = reader.next().await {
+            conn.writer.push(wire::close(Some((*code, reason))));
+            let sent = poll_fn(|cx| conn.writer.poll_flush(&mut conn.io, cx)).await;
+            if sent.is_ok() && !matches!(end, End::ClientClosed(_)) {
+                while let Ok(incoming) = poll_fn(|cx| conn.reader.poll_next(&mut conn.io, cx)).await
+                {
                     if let Incoming::Close(_) = incoming {
                         break;
                     }
                 }
             }
         }
-        let _ = writer.shutdown().await;
+        let _ = conn.io.shutdown().await;
     };
     let _ = tokio::time::timeout(config.close_timeout(), handshake).await;
 }

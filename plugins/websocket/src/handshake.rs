@@ -39,8 +39,9 @@ pub struct Upgraded<S> {
     pub socket: S,
     pub stream: Stream,
     pub subscription: Subscription,
-    /// What to send from the log before the live messages, if resuming.
-    pub replay: Option<Replay>,
+    /// What to send from the log before the live messages, if resuming
+    /// (boxed: most clients are not).
+    pub replay: Option<Box<Replay>>,
     /// What the client holds of its limits, and who it is.
     pub lease: Lease,
 }
@@ -122,7 +123,7 @@ fn is_upgrade(request: &Request<()>) -> bool {
 struct Admission {
     stream: Stream,
     subscription: Subscription,
-    replay: Option<Replay>,
+    replay: Option<Box<Replay>>,
     lease: Lease,
     /// The `101 Switching Protocols`, with the headers the stream adds.
     response: Response<()>,
@@ -235,14 +236,14 @@ async fn admit(
     })?;
     let replay = match resolved {
         Resolved::Live => None,
-        Resolved::After(after) => Some(Replay::new(
+        Resolved::After(after) => Some(Box::new(Replay::new(
             shared.ctx.clone(),
             stream,
             subscription.query.clone(),
             after,
             shared.budget.clone(),
             &shared.metrics,
-        )),
+        ))),
     };
     Ok(Admission {
         stream,

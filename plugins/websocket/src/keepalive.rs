@@ -3,66 +3,76 @@
 //!
 //! The deadline runs from the last pong rather than from the last ping
 //! sent, so a client that stops reading is caught even while its socket is
-//! too full for the next ping to go out.
+//! too full for the next ping to go out. One timer serves both the pings
+//! and the deadline; with pings off there is none.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Sleep};
 
 pub struct Keepalive {
-    /// None: pings are off, and no pong is expected.
-    interval: Option<Duration>,
+    interval: Duration,
     pong_timeout: Duration,
-    started: Instant,
-    /// When the last pong arrived, in milliseconds after `started`.
-    last_pong_ms: AtomicU64,
+    next_ping: Instant,
+    /// When the last pong arrived; when the connection started, before one.
+    last_pong: Instant,
+    /// Set for the earlier of the next ping and the deadline.
+    timer: Pin<Box<Sleep>>,
+}
+
+/// What the keep-alive asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Due {
+    Ping,
+    /// The client let a ping go unanswered for `pong_timeout`.
+    Expired,
 }
 
 impl Keepalive {
-    pub fn new(interval: Option<Duration>, pong_timeout: Duration) -> Keepalive {
-        Keepalive {
+    /// A connection's keep-alive, starting now; None if pings are off.
+    pub fn new(interval: Option<Duration>, pong_timeout: Duration) -> Option<Keepalive> {
+        let interval = interval?;
+        let now = Instant::now();
+        Some(Keepalive {
             interval,
             pong_timeout,
-            started: Instant::now(),
-            last_pong_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// When the server should send its pings; None if pings are off.
-    pub fn pings(&self) -> Option<Interval> {
-        self.interval.map(|every| {
-            let mut ticks = tokio::time::interval_at(self.started + every, every);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            ticks
+            next_ping: now + interval,
+            last_pong: now,
+            timer: Box::pin(tokio::time::sleep_until(now + interval)),
         })
     }
 
     /// Records a pong from the client.
-    pub fn pong(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_pong_ms.store(ms, Ordering::Relaxed);
+    pub fn pong(&mut self) {
+        self.last_pong = Instant::now();
     }
 
-    /// Completes once the client has let a ping go unanswered for
-    /// `pong_timeout`; never, if pings are off.
-    pub async fn expired(&self) {
-        let Some(interval) = self.interval else {
-            return std::future::pending().await;
-        };
+    fn deadline(&self) -> Instant {
+        self.last_pong + self.interval + self.pong_timeout
+    }
+
+    /// Completes when a ping is due (the next one is then set, an interval
+    /// after this one went out), or once the client has let a ping go
+    /// unanswered for `pong_timeout`.
+    pub fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
         loop {
-            let last_pong = self.last_pong_ms.load(Ordering::Relaxed);
-            let deadline =
-                self.started + Duration::from_millis(last_pong) + interval + self.pong_timeout;
-            tokio::time::sleep_until(deadline).await;
-            if self.last_pong_ms.load(Ordering::Relaxed) == last_pong {
-                return;
+            ready!(self.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            if now >= self.deadline() {
+                return Poll::Ready(Due::Expired);
+            }
+            let ping = now >= self.next_ping;
+            if ping {
+                self.next_ping = now + self.interval;
+            }
+            let next = self.next_ping.min(self.deadline());
+            self.timer.as_mut().reset(next);
+            if ping {
+                return Poll::Ready(Due::Ping);
             }
         }
-    }
-
-    pub fn pong_timeout(&self) -> Duration {
-        self.pong_timeout
     }
 }
 
@@ -70,27 +80,28 @@ impl Keepalive {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn expires_only_when_pongs_stop() {
-        let k = Keepalive::new(Some(Duration::from_secs(10)), Duration::from_secs(5));
-        let expired = k.expired();
-        tokio::pin!(expired);
-        for _ in 0..5 {
-            tokio::select! {
-                () = &mut expired => panic!("expired while the client answered"),
-                () = tokio::time::sleep(Duration::from_secs(12)) => k.pong(),
-            }
-        }
-        let silent_since = Instant::now();
-        expired.await;
-        assert_eq!(silent_since.elapsed(), Duration::from_secs(15));
+    async fn due(k: &mut Keepalive) -> Due {
+        std::future::poll_fn(|cx| k.poll_due(cx)).await
     }
 
     #[tokio::test(start_paused = true)]
-    async fn never_expires_without_pings() {
-        let k = Keepalive::new(None, Duration::from_secs(1));
-        assert!(k.pings().is_none());
-        let outcome = tokio::time::timeout(Duration::from_secs(3600), k.expired()).await;
-        assert!(outcome.is_err());
+    async fn pings_every_interval_and_expires_only_when_pongs_stop() {
+        let start = Instant::now();
+        let mut k = Keepalive::new(Some(Duration::from_secs(10)), Duration::from_secs(5)).unwrap();
+        for n in 1..=5 {
+            assert_eq!(due(&mut k).await, Due::Ping);
+            assert_eq!(start.elapsed(), Duration::from_secs(10 * n));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            k.pong();
+        }
+        // The last pong came at 52 s; the ping at 60 s goes unanswered.
+        assert_eq!(due(&mut k).await, Due::Ping);
+        assert_eq!(due(&mut k).await, Due::Expired);
+        assert_eq!(start.elapsed(), Duration::from_secs(52 + 15));
+    }
+
+    #[test]
+    fn no_keepalive_without_pings() {
+        assert!(Keepalive::new(None, Duration::from_secs(1)).is_none());
     }
 }

@@ -13,8 +13,11 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
@@ -173,23 +176,27 @@ fn payload_len(frame_len: usize) -> usize {
 }
 
 /// Shared bytes queued for one socket, written with as few system calls as
-/// the kernel allows (vectored writes).
-pub struct Writer<W> {
-    io: W,
+/// the kernel allows (vectored writes). It holds no socket: the
+/// connection polls it with its own, between reads (see
+/// [`crate::connection`]), so that one task reads and writes without
+/// splitting the socket in two.
+#[derive(Default)]
+pub struct Writer {
     queued: VecDeque<Bytes>,
+    /// Bytes went out since the socket was last flushed (TLS holds them
+    /// until then).
+    unflushed: bool,
 }
 
 /// Slices handed to one vectored write: Linux takes up to 1,024.
 const MAX_SLICES: usize = 64;
 
-impl<W: AsyncWrite + Unpin> Writer<W> {
-    pub fn new(io: W) -> Writer<W> {
-        Writer {
-            io,
-            queued: VecDeque::new(),
-        }
-    }
+/// Queue slots kept once everything queued is written: a filtered
+/// client's batch can be hundreds of slices, and an idle client should
+/// not keep room for them (row 4c).
+const KEEP_SLOTS: usize = 8;
 
+impl Writer {
     /// Queues `bytes` (whole frames) to be written at the next flush.
     pub fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
@@ -197,24 +204,41 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
-    /// Writes everything queued.
-    pub async fn flush(&mut self) -> io::Result<()> {
+    /// Whether everything queued is written and flushed.
+    pub fn is_idle(&self) -> bool {
+        self.queued.is_empty() && !self.unflushed
+    }
+
+    /// Writes everything queued to `io`, and flushes it.
+    pub fn poll_flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         while !self.queued.is_empty() {
             let written = {
-                let slices: Vec<IoSlice<'_>> = self
-                    .queued
-                    .iter()
-                    .take(MAX_SLICES)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
-                self.io.write_vectored(&slices).await?
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slice, bytes) in slices.iter_mut().zip(&self.queued) {
+                    *slice = IoSlice::new(bytes);
+                    count += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
             };
             if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.unflushed = true;
             self.consume(written);
         }
-        self.io.flush().await
+        if self.queued.capacity() > KEEP_SLOTS {
+            self.queued.shrink_to(KEEP_SLOTS);
+        }
+        if self.unflushed {
+            ready!(Pin::new(io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn consume(&mut self, mut written: usize) {
@@ -230,11 +254,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 return;
             }
         }
-    }
-
-    /// Ends the sending direction (a TCP FIN, or TLS's close_notify).
-    pub async fn shutdown(&mut self) -> io::Result<()> {
-        self.io.shutdown().await
     }
 }
 
@@ -261,148 +280,265 @@ pub enum ReadError {
     Utf8,
 }
 
-/// Reads a client's frames, keeping nothing of its messages.
-pub struct Reader<R> {
-    io: R,
+/// Reads a client's frames, keeping nothing of its messages. It holds no
+/// socket (the connection polls it with its own) and no buffer: it reads
+/// as many bytes as the frame in hand needs, a data frame's through a
+/// buffer on the stack of the poll, so that an idle client's reader is a
+/// few dozen bytes (row 4c).
+pub struct Reader {
     max_message: usize,
     /// The data message in progress, if any: its opcode and size so far.
     message: Option<(u8, usize)>,
     /// The end of the text message in progress that was not a whole
-    /// character yet (at most 3 bytes).
-    partial: Vec<u8>,
+    /// character yet: `partial_len` (at most 3) bytes.
+    partial: [u8; 3],
+    partial_len: u8,
+    frame: Frame,
 }
 
-impl<R: AsyncRead + Unpin> Reader<R> {
-    pub fn new(io: R, max_message: usize) -> Reader<R> {
+/// Where the reader is in the current frame.
+enum Frame {
+    /// The head: `have` of its bytes read (2 to 14 of them, by its length).
+    Head { bytes: [u8; MAX_HEAD], have: u8 },
+    /// A control frame's payload, `have` of its bytes read.
+    Control {
+        opcode: u8,
+        mask: [u8; 4],
+        payload: Vec<u8>,
+        have: usize,
+    },
+    /// A data frame's payload: `left` bytes to check and drop, `offset`
+    /// into it.
+    Data {
+        left: u64,
+        offset: usize,
+        mask: [u8; 4],
+        text: bool,
+        fin: bool,
+    },
+}
+
+/// A client's frame head: 2 bytes, up to 8 of extended length, the mask.
+const MAX_HEAD: usize = 14;
+
+/// What a data frame's payload is read through, on the stack.
+const SKIP_CHUNK: usize = 512;
+
+impl Frame {
+    fn head() -> Frame {
+        Frame::Head {
+            bytes: [0; MAX_HEAD],
+            have: 0,
+        }
+    }
+}
+
+impl Reader {
+    pub fn new(max_message: usize) -> Reader {
         Reader {
-            io,
             max_message,
             message: None,
-            partial: Vec::new(),
+            partial: [0; 3],
+            partial_len: 0,
+            frame: Frame::head(),
         }
     }
 
-    /// The next ping, pong or close frame, after checking (and dropping)
-    /// any data frames before it.
-    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+    /// The next ping, pong or close frame from `io`, after checking (and
+    /// dropping) any data frames before it.
+    pub fn poll_next<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Incoming, ReadError>> {
         loop {
-            let mut head = [0; 2];
-            self.read(&mut head).await?;
-            let (fin, opcode) = (head[0] & FIN != 0, head[0] & 0x0F);
-            if head[0] & RSV != 0 {
-                return Err(protocol("reserved bits are set (no extension was agreed)"));
-            }
-            if head[1] & MASKED == 0 {
-                return Err(protocol("a client's frame must be masked"));
-            }
-            let len = match head[1] & 0x7F {
-                126 => {
-                    let mut n = [0; 2];
-                    self.read(&mut n).await?;
-                    u64::from(u16::from_be_bytes(n))
-                }
-                127 => {
-                    let mut n = [0; 8];
-                    self.read(&mut n).await?;
-                    u64::from_be_bytes(n)
-                }
-                n => u64::from(n),
-            };
-            let mut mask = [0; 4];
-            self.read(&mut mask).await?;
-            match opcode {
-                CLOSE | PING | PONG => {
-                    if !fin {
-                        return Err(protocol("a control frame must not be fragmented"));
+            match &mut self.frame {
+                Frame::Head { bytes, have } => {
+                    let need = head_len(&bytes[..usize::from(*have)])?;
+                    if usize::from(*have) < need {
+                        let n = ready!(read_some(io, cx, &mut bytes[usize::from(*have)..need]))?;
+                        *have += n as u8;
+                        continue;
                     }
-                    if len > MAX_CONTROL as u64 {
-                        return Err(protocol("a control frame's payload is over 125 bytes"));
+                    let head = *bytes;
+                    if let Some(incoming) = self.start(&head[..need])? {
+                        return Poll::Ready(Ok(incoming));
                     }
-                    let mut payload = vec![0; len as usize];
-                    self.read(&mut payload).await?;
+                }
+                Frame::Control {
+                    opcode,
+                    mask,
+                    payload,
+                    have,
+                } => {
+                    if *have < payload.len() {
+                        *have += ready!(read_some(io, cx, &mut payload[*have..]))?;
+                        continue;
+                    }
+                    let (opcode, mask, mut payload) = (*opcode, *mask, std::mem::take(payload));
+                    self.frame = Frame::head();
                     unmask(&mut payload, mask, 0);
-                    return match opcode {
-                        PING => Ok(Incoming::Ping(Bytes::from(payload))),
-                        PONG => Ok(Incoming::Pong),
-                        _ => close_frame(&payload),
-                    };
+                    return Poll::Ready(control(opcode, payload));
                 }
-                TEXT | BINARY | CONTINUATION => {
-                    let (kind, before) = match (opcode, self.message) {
-                        (CONTINUATION, Some(message)) => message,
-                        (CONTINUATION, None) => {
-                            return Err(protocol("a continuation frame without a message"));
+                Frame::Data {
+                    left,
+                    offset,
+                    mask,
+                    text,
+                    fin,
+                } => {
+                    if *left > 0 {
+                        let mut chunk = [0; SKIP_CHUNK];
+                        let want = usize::try_from(*left).map_or(SKIP_CHUNK, |l| l.min(SKIP_CHUNK));
+                        let n = ready!(read_some(io, cx, &mut chunk[..want]))?;
+                        let (mask, from, text) = (*mask, *offset, *text);
+                        *left -= n as u64;
+                        *offset += n;
+                        if text {
+                            unmask(&mut chunk[..n], mask, from);
+                            self.check_utf8(&chunk[..n])?;
                         }
-                        (_, Some(_)) => {
-                            return Err(protocol("a new message before the last one ended"));
-                        }
-                        (kind, None) => (kind, 0),
-                    };
-                    let size = (before as u64).saturating_add(len);
-                    if size > self.max_message as u64 {
-                        return Err(ReadError::TooBig);
+                        continue;
                     }
-                    self.message = Some((kind, size as usize));
-                    self.skip(len as usize, mask, kind == TEXT).await?;
+                    let fin = *fin;
+                    self.frame = Frame::head();
                     if fin {
                         self.message = None;
-                        if !self.partial.is_empty() {
-                            return Err(ReadError::Utf8);
+                        if self.partial_len > 0 {
+                            return Poll::Ready(Err(ReadError::Utf8));
                         }
                     }
                 }
-                other => return Err(protocol(&format!("unknown opcode {other}"))),
             }
         }
     }
 
-    /// Reads and drops a data frame's payload, checking text as UTF-8.
-    async fn skip(&mut self, mut left: usize, mask: [u8; 4], text: bool) -> Result<(), ReadError> {
-        // On the heap, for the frame only: on the stack it would be in the
-        // state of every idle connection's reading task (row 4c).
-        let mut chunk = vec![0; left.min(512)];
-        let mut offset = 0;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            self.read(&mut chunk[..n]).await?;
-            if text {
-                unmask(&mut chunk[..n], mask, offset);
-                self.check_utf8(&chunk[..n])?;
+    /// Starts the frame whose whole `head` is read: its payload is next,
+    /// or, for a control frame without one, what it says.
+    fn start(&mut self, head: &[u8]) -> Result<Option<Incoming>, ReadError> {
+        let (fin, opcode) = (head[0] & FIN != 0, head[0] & 0x0F);
+        let len = match head[1] & 0x7F {
+            126 => u64::from(u16::from_be_bytes([head[2], head[3]])),
+            127 => u64::from_be_bytes(head[2..10].try_into().expect("8 bytes")),
+            n => u64::from(n),
+        };
+        let mask: [u8; 4] = head[head.len() - 4..].try_into().expect("4 bytes");
+        match opcode {
+            CLOSE | PING | PONG => {
+                if !fin {
+                    return Err(protocol("a control frame must not be fragmented"));
+                }
+                if len > MAX_CONTROL as u64 {
+                    return Err(protocol("a control frame's payload is over 125 bytes"));
+                }
+                if len == 0 {
+                    self.frame = Frame::head();
+                    return control(opcode, Vec::new()).map(Some);
+                }
+                self.frame = Frame::Control {
+                    opcode,
+                    mask,
+                    payload: vec![0; len as usize],
+                    have: 0,
+                };
+                Ok(None)
             }
-            offset += n;
-            left -= n;
+            TEXT | BINARY | CONTINUATION => {
+                let (kind, before) = match (opcode, self.message) {
+                    (CONTINUATION, Some(message)) => message,
+                    (CONTINUATION, None) => {
+                        return Err(protocol("a continuation frame without a message"));
+                    }
+                    (_, Some(_)) => {
+                        return Err(protocol("a new message before the last one ended"));
+                    }
+                    (kind, None) => (kind, 0),
+                };
+                let size = (before as u64).saturating_add(len);
+                if size > self.max_message as u64 {
+                    return Err(ReadError::TooBig);
+                }
+                self.message = Some((kind, size as usize));
+                self.frame = Frame::Data {
+                    left: len,
+                    offset: 0,
+                    mask,
+                    text: kind == TEXT,
+                    fin,
+                };
+                Ok(None)
+            }
+            other => Err(protocol(&format!("unknown opcode {other}"))),
         }
-        Ok(())
     }
 
     /// Checks the next bytes of a text message, carrying an unfinished
     /// character over to the next ones.
     fn check_utf8(&mut self, bytes: &[u8]) -> Result<(), ReadError> {
         let mut joined;
-        let bytes = if self.partial.is_empty() {
+        let bytes = if self.partial_len == 0 {
             bytes
         } else {
-            joined = std::mem::take(&mut self.partial);
+            joined = self.partial[..usize::from(self.partial_len)].to_vec();
             joined.extend_from_slice(bytes);
+            self.partial_len = 0;
             &joined[..]
         };
         match std::str::from_utf8(bytes) {
             Ok(_) => Ok(()),
-            // Cut inside a character: the rest comes with the next bytes.
+            // Cut inside a character (at most 3 bytes of it): the rest
+            // comes with the next bytes.
             Err(e) if e.error_len().is_none() => {
-                self.partial = bytes[e.valid_up_to()..].to_vec();
+                let rest = &bytes[e.valid_up_to()..];
+                self.partial[..rest.len()].copy_from_slice(rest);
+                self.partial_len = rest.len() as u8;
                 Ok(())
             }
             Err(_) => Err(ReadError::Utf8),
         }
     }
+}
 
-    async fn read(&mut self, buf: &mut [u8]) -> Result<(), ReadError> {
-        self.io
-            .read_exact(buf)
-            .await
-            .map(drop)
-            .map_err(|_| ReadError::Gone)
+/// The length of the head that starts with `read`: 2 bytes until the
+/// first two say more. The first two are checked as soon as they are in.
+fn head_len(read: &[u8]) -> Result<usize, ReadError> {
+    let [first, second, ..] = *read else {
+        return Ok(2);
+    };
+    if first & RSV != 0 {
+        return Err(protocol("reserved bits are set (no extension was agreed)"));
+    }
+    if second & MASKED == 0 {
+        return Err(protocol("a client's frame must be masked"));
+    }
+    let extended = match second & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    Ok(2 + extended + 4)
+}
+
+/// Reads what `io` has, up to `buf`'s length; the client is gone if nothing.
+fn read_some<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<Result<usize, ReadError>> {
+    let mut buf = ReadBuf::new(buf);
+    ready!(Pin::new(io).poll_read(cx, &mut buf)).map_err(|_| ReadError::Gone)?;
+    match buf.filled().len() {
+        0 => Poll::Ready(Err(ReadError::Gone)),
+        n => Poll::Ready(Ok(n)),
+    }
+}
+
+/// What a whole, unmasked control frame says.
+fn control(opcode: u8, payload: Vec<u8>) -> Result<Incoming, ReadError> {
+    match opcode {
+        PING => Ok(Incoming::Ping(Bytes::from(payload))),
+        PONG => Ok(Incoming::Pong),
+        _ => close_frame(&payload),
     }
 }
 
@@ -453,17 +589,55 @@ mod tests {
         out
     }
 
-    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, ReadError>> {
-        let mut reader = Reader::new(&bytes[..], max);
-        let mut got = Vec::new();
-        loop {
-            let next = reader.next().await;
-            let end = next.is_err();
-            got.push(next);
-            if end {
-                return got;
-            }
+    /// Hands out its bytes `step` at a time, as a socket may.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self
+                .step
+                .min(buf.remaining())
+                .min(self.bytes.len() - self.at);
+            buf.put_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
         }
+    }
+
+    /// What the reader makes of `bytes`, read whole and a byte at a time
+    /// (which must agree), until it stops.
+    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, ReadError>> {
+        let mut outcomes = Vec::new();
+        for step in [usize::MAX, 1] {
+            let mut io = Trickle {
+                bytes: bytes.clone(),
+                at: 0,
+                step,
+            };
+            let mut reader = Reader::new(max);
+            let mut got = Vec::new();
+            loop {
+                let next = std::future::poll_fn(|cx| reader.poll_next(&mut io, cx)).await;
+                let end = next.is_err();
+                got.push(next);
+                if end {
+                    break;
+                }
+            }
+            outcomes.push(got);
+        }
+        let one_at_a_time = outcomes.pop().expect("two readings");
+        let whole = outcomes.pop().expect("two readings");
+        assert_eq!(whole, one_at_a_time);
+        whole
     }
 
     #[test]
@@ -580,12 +754,16 @@ mod tests {
     async fn the_writer_writes_every_queued_slice_in_order() {
         let frames = Frames::text(&["one", "two", "three"]);
         let mut out = Vec::new();
-        let mut writer = Writer::new(&mut out);
+        let mut writer = Writer::default();
         writer.push(frames.frame(2));
         writer.push(Bytes::new());
         writer.push(ping());
         writer.push(frames.range(0, 2));
-        writer.flush().await.unwrap();
+        assert!(!writer.is_idle());
+        std::future::poll_fn(|cx| writer.poll_flush(&mut out, cx))
+            .await
+            .unwrap();
+        assert!(writer.is_idle());
         let mut expected = frames.frame(2).to_vec();
         expected.extend_from_slice(&ping());
         expected.extend_from_slice(&frames.range(0, 2));
