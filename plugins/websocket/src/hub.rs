@@ -1,11 +1,11 @@
 //! The connected clients, and how each event's messages reach them.
 //!
-//! Each stream has one ring of batches (a `tokio::sync::broadcast`
-//! channel), a batch being one event's messages for that stream, and every
-//! client of the stream reads the ring with a cursor of its own. Publishing
-//! an event therefore costs one push per stream, whatever the number of
-//! clients, and a message is held once however many clients have yet to
-//! send it: the ring lets go of a batch when the last client has taken it.
+//! Each stream has one ring of batches (see [`crate::ring`]), a batch being
+//! one event's messages for that stream, and every client of the stream
+//! reads the ring with a cursor of its own. Publishing an event therefore
+//! costs one push per stream, whatever the number of clients, and a message
+//! is held once however many clients have yet to send it: the ring lets go
+//! of a batch once every client has taken it.
 //!
 //! Queries are shared the same way: each distinct query (by its normal
 //! form) in use on transaction streams, or on block streams, has a slot,
@@ -21,6 +21,7 @@
 //! and told why, and nobody else notices.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -29,11 +30,10 @@ use bytes::Bytes;
 use eventhost_plugin_api::Event;
 use futures_util::task::AtomicWaker;
 use stream_query::{Query, Scope};
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::matches::{Matches, Slots};
 use crate::messages;
+use crate::ring::{Gap, Ring};
 use crate::stream::Stream;
 use crate::subject::Rows;
 use crate::wire::Frames;
@@ -78,8 +78,7 @@ impl State {
 /// One stream's ring and clients.
 #[derive(Default)]
 struct Channel {
-    /// Made when the first client joins: an unused stream costs nothing.
-    ring: Option<broadcast::Sender<Arc<Batch>>>,
+    ring: Arc<Ring<Arc<Batch>>>,
     /// Messages published on the stream so far.
     published: u64,
     clients: HashMap<u64, Arc<Cursor>>,
@@ -233,7 +232,8 @@ struct Cursor {
     taken: AtomicU64,
     /// Set when the hub drops the client for falling too far behind.
     too_slow: AtomicBool,
-    /// The client's task, woken when `too_slow` is set.
+    /// The client's task, woken when a batch is published or `too_slow`
+    /// is set.
     waker: AtomicWaker,
 }
 
@@ -284,7 +284,9 @@ impl Drop for Subscription {
 
 /// A client's cursor on its stream's ring.
 pub struct Live {
-    ring: broadcast::Receiver<Arc<Batch>>,
+    ring: Arc<Ring<Arc<Batch>>>,
+    /// The ring's number of the next batch to take.
+    next: u64,
     cursor: Arc<Cursor>,
     /// The slot of the client's query; none: every message.
     pub slot: Option<usize>,
@@ -302,26 +304,32 @@ pub enum LiveEnd {
 impl Live {
     /// Waits for the next batch.
     pub async fn recv(&mut self) -> Result<Arc<Batch>, LiveEnd> {
-        match self.ring.recv().await {
-            Ok(batch) => Ok(self.took(batch)),
-            Err(RecvError::Closed) => Err(LiveEnd::Closed),
-            Err(RecvError::Lagged(_)) => Err(LiveEnd::TooSlow),
-        }
+        poll_fn(|cx| {
+            if let Some(batch) = self.try_recv()? {
+                return Poll::Ready(Ok(batch));
+            }
+            // Registered before looking again: a batch published meanwhile
+            // wakes the task (see `Hub::publish`).
+            self.cursor.waker.register(cx.waker());
+            match self.try_recv() {
+                Ok(None) => Poll::Pending,
+                taken => Poll::Ready(taken.map(|batch| batch.expect("just taken"))),
+            }
+        })
+        .await
     }
 
     /// The next batch if one is published; `Ok(None)` if none is yet.
     pub fn try_recv(&mut self) -> Result<Option<Arc<Batch>>, LiveEnd> {
-        match self.ring.try_recv() {
-            Ok(batch) => Ok(Some(self.took(batch))),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Closed) => Err(LiveEnd::Closed),
-            Err(TryRecvError::Lagged(_)) => Err(LiveEnd::TooSlow),
+        let batch = self.ring.get(self.next).map_err(|gap| match gap {
+            Gap::Closed => LiveEnd::Closed,
+            Gap::Released => LiveEnd::TooSlow,
+        })?;
+        if let Some(batch) = &batch {
+            self.next += 1;
+            self.cursor.taken.store(batch.end, Ordering::Relaxed);
         }
-    }
-
-    fn took(&self, batch: Arc<Batch>) -> Arc<Batch> {
-        self.cursor.taken.store(batch.end, Ordering::Relaxed);
-        batch
+        Ok(batch)
     }
 }
 
@@ -396,14 +404,6 @@ impl Hub {
         let id = state.next_id;
         state.next_id += 1;
         let channel = &mut state.channels[stream.index()];
-        // Every batch holds a message, so a client within its message
-        // allowance is within this many batches, plus the one published
-        // before the hub checks: the ring never drops what a client that
-        // is still in the hub has yet to take.
-        let ring = channel
-            .ring
-            .get_or_insert_with(|| broadcast::channel(self.queue_capacity + 1).0)
-            .subscribe();
         let cursor = Arc::new(Cursor {
             taken: AtomicU64::new(channel.published),
             ..Cursor::default()
@@ -414,7 +414,8 @@ impl Hub {
             stream,
             id,
             live: Live {
-                ring,
+                ring: channel.ring.clone(),
+                next: channel.ring.end(),
                 cursor: cursor.clone(),
                 slot,
             },
@@ -476,21 +477,29 @@ impl Hub {
         for (stream, messages) in rendered.streams {
             let matches = matches[scope_index(stream.scope())].clone();
             let channel = &mut state.channels[stream.index()];
-            let Some(ring) = channel.ring.as_ref().filter(|_| !messages.is_empty()) else {
+            if messages.is_empty() {
                 continue;
-            };
+            }
+            let before = channel.published;
             channel.published += messages.len() as u64;
-            // No receiver is no error: the last client just left.
-            let _ = ring.send(Arc::new(Batch {
+            channel.ring.push(Arc::new(Batch {
                 seq: event.seq,
                 frames: Frames::text(&messages),
                 end: channel.published,
                 matches,
             }));
             let (published, capacity) = (channel.published, self.queue_capacity as u64);
+            // The least any client that stays has taken, in messages.
+            let mut least = published;
             channel.clients.retain(|_, client| {
-                let behind = published - client.taken.load(Ordering::Relaxed);
-                if behind <= capacity {
+                let taken = client.taken.load(Ordering::Relaxed);
+                if published - taken <= capacity {
+                    least = least.min(taken);
+                    // Only a client that took everything before waits for
+                    // this batch; the others take it after their flush.
+                    if taken == before {
+                        client.waker.wake();
+                    }
                     return true;
                 }
                 self.too_slow.fetch_add(1, Ordering::Relaxed);
@@ -498,6 +507,10 @@ impl Hub {
                 client.waker.wake();
                 false
             });
+            // Every batch holds a message, so a batch ending by `least` was
+            // taken by every client left in the hub: a client dropped for
+            // being too slow leaves its backlog at once.
+            channel.ring.release_while(|batch| batch.end <= least);
         }
         rendered.skipped
     }
@@ -508,7 +521,10 @@ impl Hub {
         let mut state = self.lock();
         state.closed = true;
         for channel in &mut state.channels {
-            channel.ring = None;
+            channel.ring.close();
+            for client in channel.clients.values() {
+                client.waker.wake();
+            }
             channel.clients.clear();
         }
     }

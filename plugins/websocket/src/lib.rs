@@ -30,6 +30,7 @@ mod position;
 mod quota;
 mod request;
 mod resume;
+mod ring;
 mod server;
 mod state_delta;
 mod stream;
