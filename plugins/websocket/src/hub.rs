@@ -297,7 +297,8 @@ pub struct Live {
 pub enum LiveEnd {
     /// The plugin is stopping, and the client took everything published.
     Closed,
-    /// The ring dropped batches the client had not taken.
+    /// The ring let go of batches the client had not taken (it was dropped
+    /// from the hub as too slow).
     TooSlow,
 }
 
@@ -655,7 +656,7 @@ mod tests {
     #[test]
     fn a_client_that_falls_behind_is_dropped_and_told() {
         let hub = Arc::new(Hub::new(3, 10, 10));
-        let slow = hub.subscribe(Stream::ValidTx, None).unwrap();
+        let mut slow = hub.subscribe(Stream::ValidTx, None).unwrap();
         let mut fast = hub.subscribe(Stream::ValidTx, None).unwrap();
         hub.publish(&block(1, &["t1", "t2"]));
         assert_eq!(received(&mut fast).len(), 2);
@@ -664,6 +665,8 @@ mod tests {
         hub.publish(&block(3, &["t4"]));
         assert_eq!(received(&mut fast).len(), 2);
         assert!(slow.too_slow.is_set());
+        // Its backlog was let go: nobody left in the hub needed it.
+        assert_eq!(slow.live.try_recv().err(), Some(LiveEnd::TooSlow));
         assert_eq!(hub.too_slow_count(), 1);
         hub.publish(&block(4, &["t5"]));
         assert_eq!(received(&mut fast).len(), 1);
