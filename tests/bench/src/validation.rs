@@ -256,7 +256,7 @@ fn signed_parts(text: &str) -> anyhow::Result<Signed> {
     };
     Ok(Signed {
         key,
-        message: signed_message(&signing_base(&tx.json), None),
+        message: signed_message(&signing_base(tx.json()), None),
         signature,
     })
 }

@@ -80,8 +80,9 @@ pub struct Transaction {
     pub outputs: Vec<Output>,
     /// The asset(s) it moves: its own id for a CREATE, the named ids for a TRANSFER.
     pub asset_ids: Vec<String>,
-    /// The transaction as received.
-    pub json: Value,
+    /// The transaction as received; private, read through [`Transaction::json`],
+    /// so that `text` can never go stale.
+    json: Value,
     /// `json` as the node stores, publishes and echoes it, serialized once:
     /// the API's answer, the block's event and the stored record each
     /// serialized it anew, three times per transaction (issue 21 item 5).
@@ -297,6 +298,11 @@ impl Transaction {
     /// makes it for its answer and the ledger's thread reuses it.
     pub fn text(&self) -> &str {
         self.text.get_or_init(|| self.json.to_string())
+    }
+
+    /// The transaction as received.
+    pub fn json(&self) -> &Value {
+        &self.json
     }
 
     /// The ids of the outputs this transaction spends.
