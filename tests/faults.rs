@@ -63,22 +63,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The process's CPU time so far (user + system), from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
 fn config(s: &Sandbox, data_dir: &Path) {
     s.write(
         "config.toml",
@@ -181,6 +165,7 @@ fn a_full_disk_is_survived_and_recovered_from_without_a_restart() {
             .contains("cannot write to its store"),
         "{ready}"
     );
+    let cpu_time = |pid| support::process::process_cpu_time(pid).expect("the node's CPU time");
     let before = cpu_time(host.pid());
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_time(host.pid()) - before;

@@ -54,10 +54,7 @@ fn pids_in_log(log: &str) -> Vec<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    // A zombie is gone for our purposes: it runs nothing and holds nothing.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
-        .unwrap_or(false)
+    !support::process::has_ended(pid)
 }
 
 #[test]

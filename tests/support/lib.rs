@@ -18,6 +18,7 @@ pub mod broker;
 pub mod browser;
 pub mod nats;
 pub mod node;
+pub mod process;
 pub mod transactions;
 pub mod ws;
 
@@ -294,15 +295,7 @@ impl Running {
 
     /// The process's resident memory in KiB (VmRSS in /proc/<pid>/status).
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
+        process::rss_kib(self.child.id())
     }
 
     pub fn signal(&self, signal: i32) {

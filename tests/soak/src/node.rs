@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use support::process::{children, has_ended, rss_kib};
 
 use crate::findings::Findings;
 use crate::http::Api;
@@ -417,7 +418,7 @@ fn wait_for_orphans(pids: &BTreeSet<u32>, findings: &Findings) {
     let alive = |pid: &&u32| {
         fs::read(format!("/proc/{pid}/cmdline"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains("eventhost"))
-            && !is_zombie(**pid)
+            && !has_ended(**pid)
     };
     let deadline = Instant::now() + ORPHAN_PATIENCE;
     while pids.iter().any(|p| alive(&p)) {
@@ -431,36 +432,6 @@ fn wait_for_orphans(pids: &BTreeSet<u32>, findings: &Findings) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('Z')))
-        .unwrap_or(true)
-}
-
-/// Resident memory of a process (`VmRSS`), in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The child processes of `pid`, started by any of its threads.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }
 
 /// The last lines of the node's log, for a violation's message.
