@@ -65,7 +65,7 @@ pub fn to_string(value: &Value) -> String {
 /// rapidjson with `ensure_ascii=False` escapes only what JSON requires (the
 /// quote, the backslash and C0 controls), uses the short forms where JSON has
 /// them and upper-case hex otherwise; `/`, DEL and U+2028/U+2029 stay raw.
-fn write_string(string: &str, out: &mut Vec<u8>) {
+pub fn write_string(string: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push(b'"');
     let bytes = string.as_bytes();
