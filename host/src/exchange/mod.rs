@@ -6,11 +6,13 @@
 //! them from it.
 //!
 //! Every plugin has its own bounded in-memory queue holding shared
-//! references to the one published event. A commit's events reach each
-//! queue in one operation, and the plugin's thread takes everything its
-//! queue holds in one operation too, then hands the events out one by one
-//! on its own: per event, neither side takes a lock or a read-modify-write
-//! that the other side touches (benchmark row 1).
+//! references to the one published event: a ring with one writer and one
+//! reader ([`ring`]), which neither side locks. A commit's events reach
+//! each queue with one store, and the plugin's thread takes them one by
+//! one: per event, neither side takes a lock or a read-modify-write that
+//! the other side touches (benchmark row 1). A receiver that found its
+//! queue empty sleeps only after saying so, and only then does the
+//! publisher wake it (a system call).
 //!
 //! Publishing never waits: when a plugin's queue is full, the exchange
 //! stops filling it and remembers the first event that did not fit. Once
@@ -21,9 +23,10 @@
 //! of shared references and nothing else.
 
 mod acks;
+mod ring;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 pub use acks::Acks;
+use ring::{Reader, Ring, Writer};
 
 use crate::metrics::{Labels, Metrics};
 use crate::store::StoreError;
@@ -86,15 +90,10 @@ struct Subscriber {
     mask: EventTypes,
     capacity: usize,
     progress: Arc<Progress>,
-    /// Events put in its inbox so far; only the publisher counts them
-    /// (under the publish lock), and mirrors the count for readers.
-    pushed: u64,
-    /// What the receiver had taken from the inbox when the publisher last
-    /// looked. The receiver only ever takes more, so room reckoned from it
-    /// is never more than there is; the publisher looks again only when
-    /// that room runs out, rather than reading the receiver's cache line,
-    /// which the receiver writes for every event, at every commit.
-    taken_seen: u64,
+    /// Fills its inbox (under the publish lock).
+    inbox: Writer,
+    /// The last commit put events in its inbox: wake the receiver if it sleeps.
+    arrived: bool,
 }
 
 /// How far one subscriber got, and the inbox the exchange fills for it;
@@ -103,16 +102,15 @@ struct Subscriber {
 /// What the publisher writes and what the plugin's thread writes are on
 /// cache lines of their own: a line both sides wrote moved between the
 /// cores at every event.
-#[derive(Default)]
 pub struct Progress {
-    /// Events put in the inbox: written by the publisher alone.
-    pushed: CachePadded<AtomicU64>,
+    /// The events the publisher put in the inbox and the receiver did not
+    /// take yet.
+    inbox: Arc<Ring>,
     /// Written by the receiving thread alone (and acknowledgements).
     receiver: CachePadded<ReceiverSide>,
-    /// On lines of its own too: the publisher writes its lock at every
-    /// commit, and the flags below, which the receiver reads at every
-    /// event, shared a line with it.
-    inbox: CachePadded<Inbox>,
+    /// The inbox's state beside its events, which the receiver reads
+    /// whenever it finds the inbox empty.
+    state: CachePadded<InboxState>,
     /// Delivery is held: receiving waits (the plugin is paused).
     paused: AtomicBool,
     /// The subscriber is being stopped: it gets what its inbox holds, and
@@ -123,51 +121,95 @@ pub struct Progress {
     dropped: AtomicBool,
 }
 
+impl Default for Progress {
+    /// A subscriber's before it subscribed: nothing delivered.
+    fn default() -> Progress {
+        Progress::new(Ring::new(1).0, 0, 0)
+    }
+}
+
 #[derive(Default)]
 struct ReceiverSide {
     /// What the subscriber was given and finished.
     acks: Acks,
-    /// Events from the inbox handed to the subscriber: the inbox's room is
-    /// `capacity - (pushed - taken)`.
-    taken: AtomicU64,
     /// Events handed to the subscriber, from the inbox or the log.
     count: AtomicU64,
 }
 
-/// Events the publisher put in a subscriber's queue, not yet taken by it.
+/// Whether a subscriber is live, and how its receiver waits for events.
 #[derive(Default)]
-struct Inbox {
-    state: Mutex<InboxState>,
+struct InboxState {
+    /// 0 while the subscriber is live; otherwise the first event that did
+    /// not fit, from which it reads the log. Written under the publish
+    /// lock, after the events before it were published.
+    behind_from: AtomicU64,
+    /// Nothing more will arrive (unsubscribed, or the exchange closed).
+    /// Written under `sleep`, after the last events were published.
+    ended: AtomicBool,
+    /// The receiver is about to wait, or waits, on `arrived`: only then is
+    /// it signalled (a signal is a system call). The receiver sets it and
+    /// then looks at the inbox, the publisher publishes and then looks at
+    /// it, each with a full fence between: at least one of them sees the
+    /// other's write, so the receiver either finds the events or is woken.
+    sleeping: AtomicBool,
+    /// Held by a receiver from setting `sleeping` until it waits, and to
+    /// signal it: a signal is not lost between its last look and its wait.
+    sleep: Mutex<()>,
     /// Signalled when events arrive or the inbox ends.
     arrived: Condvar,
 }
 
-#[derive(Default)]
-struct InboxState {
-    events: VecDeque<SharedEvent>,
-    /// 0 while the subscriber is live; otherwise the first event that did
-    /// not fit, from which it reads the log.
-    behind_from: u64,
-    /// Nothing more will arrive (unsubscribed, or the exchange closed).
-    ended: bool,
-    /// The receiver waits on `arrived`: only then is it signalled (a
-    /// signal is a system call).
-    waiting: bool,
-}
-
-impl Inbox {
-    fn lock(&self) -> MutexGuard<'_, InboxState> {
+impl InboxState {
+    fn lock(&self) -> MutexGuard<'_, ()> {
         // Nothing panics while holding the lock; recover rather than cascade if it ever did.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.sleep.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn behind_from(&self) -> u64 {
+        self.behind_from.load(Ordering::Acquire)
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     fn end(&self) {
-        self.lock().ended = true;
+        let _sleep = self.lock();
+        self.ended.store(true, Ordering::Release);
         self.arrived.notify_all();
+    }
+
+    /// Wakes the receiver if it sleeps; after a full fence that follows
+    /// the publishing of the events it is woken for.
+    fn wake(&self) {
+        if self.sleeping.load(Ordering::Relaxed) {
+            let _sleep = self.lock();
+            self.arrived.notify_one();
+        }
     }
 }
 
 impl Progress {
+    /// The progress of a subscriber that finished every event up to
+    /// `cursor` and is live, or reads the log from `behind_from` if that
+    /// is not 0.
+    fn new(inbox: Arc<Ring>, cursor: u64, behind_from: u64) -> Progress {
+        Progress {
+            inbox,
+            receiver: CachePadded::new(ReceiverSide {
+                acks: Acks::after(cursor),
+                count: AtomicU64::new(0),
+            }),
+            state: CachePadded::new(InboxState {
+                behind_from: AtomicU64::new(behind_from),
+                ..InboxState::default()
+            }),
+            paused: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+        }
+    }
+
     /// Holds or resumes delivery to the subscriber.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
@@ -192,18 +234,9 @@ impl Progress {
         self.receiver.count.load(Ordering::Acquire)
     }
 
-    /// Whether the publisher put more than `taken` events in the inbox:
-    /// for a receiver that took `taken` and handed them all out, whether
-    /// the inbox holds any.
-    fn pushed_beyond(&self, taken: u64) -> bool {
-        self.pushed.load(Ordering::Acquire) > taken
-    }
-
     /// Events waiting in the subscriber's in-memory queue.
     pub fn queued(&self) -> usize {
-        let pushed = self.pushed.load(Ordering::Acquire);
-        let taken = self.receiver.taken.load(Ordering::Acquire);
-        usize::try_from(pushed.saturating_sub(taken)).unwrap_or(usize::MAX)
+        usize::try_from(self.inbox.queued()).unwrap_or(usize::MAX)
     }
 }
 
@@ -291,28 +324,19 @@ impl Exchange {
         let mut subscribers = self.lock();
         let head = self.head.load(Ordering::Acquire);
         let after = after.min(head);
-        let progress = Arc::new(Progress {
-            receiver: CachePadded::new(ReceiverSide {
-                acks: Acks::after(after),
-                ..ReceiverSide::default()
-            }),
-            ..Progress::default()
-        });
-        {
-            let mut inbox = progress.inbox.lock();
-            if after < head {
-                inbox.behind_from = after + 1;
-            }
-            inbox.ended = self.closed.load(Ordering::Acquire);
-        }
-        if !self.closed.load(Ordering::Acquire) {
+        let (ring, writer, reader) = Ring::new(capacity);
+        let behind_from = if after < head { after + 1 } else { 0 };
+        let progress = Arc::new(Progress::new(ring, after, behind_from));
+        if self.closed.load(Ordering::Acquire) {
+            progress.state.ended.store(true, Ordering::Release);
+        } else {
             subscribers.push(Subscriber {
                 plugin: plugin.to_owned(),
                 mask,
                 capacity,
                 progress: progress.clone(),
-                pushed: 0,
-                taken_seen: 0,
+                inbox: writer,
+                arrived: false,
             });
         }
         Queue {
@@ -320,7 +344,11 @@ impl Exchange {
             plugin: plugin.to_owned(),
             mask,
             progress,
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                events: VecDeque::new(),
+                inbox: reader,
+                count: 0,
+            }),
         }
     }
 
@@ -349,15 +377,26 @@ impl Exchange {
         let events: Vec<SharedEvent> = events.into_iter().map(RArc::new).collect();
         let mut subscribers = self.lock();
         self.head.store(last, Ordering::Release);
+        let mut arrived = false;
         subscribers.retain_mut(|s| {
             if s.progress.dropped.load(Ordering::Acquire) {
                 return false;
             }
             if !s.mask.intersection(types).is_empty() {
-                s.offer(&events);
+                s.arrived = s.offer(&events);
+                arrived |= s.arrived;
             }
             true
         });
+        if arrived {
+            // One fence for the commit's publishing to every inbox; then
+            // only receivers that went to sleep are woken (see `sleeping`).
+            fence(Ordering::SeqCst);
+            for s in subscribers.iter_mut().filter(|s| s.arrived) {
+                s.arrived = false;
+                s.progress.state.wake();
+            }
+        }
     }
 
     /// Stops one subscriber: its queue ends once it has received what its
@@ -366,7 +405,7 @@ impl Exchange {
         let mut subscribers = self.lock();
         progress.stopping.store(true, Ordering::Release);
         subscribers.retain(|s| !Arc::ptr_eq(&s.progress, progress));
-        progress.inbox.end();
+        progress.state.end();
     }
 
     /// Ends every queue once the subscriber has received what was published.
@@ -374,54 +413,45 @@ impl Exchange {
         let mut subscribers = self.lock();
         self.closed.store(true, Ordering::Release);
         for s in subscribers.drain(..) {
-            s.progress.inbox.end();
+            s.progress.state.end();
         }
     }
 }
 
 impl Subscriber {
-    /// Room in the inbox, as far as the publisher knows.
-    fn room(&self) -> usize {
-        let queued = usize::try_from(self.pushed - self.taken_seen).unwrap_or(usize::MAX);
-        self.capacity.saturating_sub(queued)
-    }
-
     /// Puts the events of a commit it subscribed to in its inbox, as far as
-    /// there is room; at the first that does not fit it falls behind and
-    /// will read the rest from the log.
-    fn offer(&mut self, events: &[SharedEvent]) {
-        let progress = &*self.progress;
-        let mut inbox = progress.inbox.lock();
-        if inbox.behind_from != 0 {
-            return;
+    /// there is room, and publishes them; at the first that does not fit it
+    /// falls behind and will read the rest from the log. Returns whether it
+    /// published any.
+    fn offer(&mut self, events: &[SharedEvent]) -> bool {
+        let state = &self.progress.state;
+        // Only holders of the publish lock write it.
+        if state.behind_from.load(Ordering::Relaxed) != 0 {
+            return false;
         }
-        let mut room = self.room();
-        let before = self.pushed;
+        let before = self.inbox.pushed();
+        let mut behind_from = 0;
         for event in events.iter().filter(|e| self.mask.contains(e.event_type)) {
-            if room == 0 {
-                self.taken_seen = progress.receiver.taken.load(Ordering::Acquire);
-                room = self.room();
-            }
-            if room == 0 {
-                inbox.behind_from = event.seq;
-                tracing::warn!(
-                    plugin = %self.plugin,
-                    "plugin fell behind: its queue of {} events is full at event {}; it will catch up from the event log",
-                    self.capacity,
-                    event.seq
-                );
+            if !self.inbox.push(event) {
+                behind_from = event.seq;
                 break;
             }
-            inbox.events.push_back(event.clone());
-            room -= 1;
-            self.pushed += 1;
         }
-        if self.pushed != before {
-            progress.pushed.store(self.pushed, Ordering::Release);
-            if inbox.waiting {
-                progress.inbox.arrived.notify_one();
-            }
+        let pushed = self.inbox.pushed() != before;
+        if pushed {
+            self.inbox.publish();
         }
+        if behind_from != 0 {
+            // After the events before it: a receiver that sees the mark
+            // and then finds its inbox empty has received all of them.
+            state.behind_from.store(behind_from, Ordering::Release);
+            tracing::warn!(
+                plugin = %self.plugin,
+                "plugin fell behind: its queue of {} events is full at event {behind_from}; it will catch up from the event log",
+                self.capacity,
+            );
+        }
+        pushed
     }
 }
 
@@ -432,8 +462,8 @@ pub struct Queue {
     plugin: String,
     mask: EventTypes,
     progress: Arc<Progress>,
-    /// Events taken from the inbox or read from the log, not yet handed
-    /// out. Only the receiving thread locks it, so it is never contended.
+    /// The receiving side: only the receiving thread locks it, so it is
+    /// never contended (a plugin may receive on several threads).
     pending: Mutex<Pending>,
 }
 
@@ -448,26 +478,29 @@ pub enum Receipt {
     Closed,
 }
 
-#[derive(Default)]
 struct Pending {
+    /// Events read from the log, not yet handed out: they come before
+    /// anything in the inbox, which the publisher fills again only once
+    /// the last of them is read.
     events: VecDeque<SharedEvent>,
-    /// They came from the inbox (rather than from the log).
-    live: bool,
-    /// Events from the inbox handed out; `ReceiverSide::taken` mirrors it.
-    taken: u64,
+    /// Takes the events the publisher put in the inbox.
+    inbox: Reader,
     /// Events handed out; `ReceiverSide::count` mirrors it.
     count: u64,
 }
 
 impl Pending {
+    fn has_events(&mut self) -> bool {
+        !self.events.is_empty() || self.inbox.has_events()
+    }
+
     /// The next event, counted as handed to the subscriber.
     fn hand_out(&mut self, receiver: &ReceiverSide) -> Option<SharedEvent> {
-        let event = self.events.pop_front()?;
+        let event = match self.events.pop_front() {
+            Some(event) => event,
+            None => self.inbox.pop()?,
+        };
         // Plain stores: only this thread writes these.
-        if self.live {
-            self.taken += 1;
-            receiver.taken.store(self.taken, Ordering::Release);
-        }
         self.count += 1;
         receiver.count.store(self.count, Ordering::Release);
         receiver.acks.delivered_up_to(event.seq);
@@ -513,26 +546,25 @@ impl Queue {
                 std::thread::sleep(wait);
                 continue;
             }
-            if !pending.events.is_empty() {
+            if pending.has_events() {
                 return Ok(pending);
             }
-            let mut inbox = self.progress.inbox.lock();
-            if !inbox.events.is_empty() {
-                // Everything at once, leaving the inbox our empty buffer.
-                std::mem::swap(&mut inbox.events, &mut pending.events);
-                pending.live = true;
-                continue;
-            }
-            // The inbox is empty and nothing arrives while we hold its
-            // lock: once the publisher marked us behind it put nothing
-            // more in it, so everything before the mark was received.
-            let behind_from = inbox.behind_from;
+            let state = &self.progress.state;
+            // Once the publisher marked us behind it put nothing more in
+            // the inbox, and it marked us after publishing what it put
+            // there: if the inbox is still empty after the mark was seen,
+            // everything before the mark was received.
+            let behind_from = state.behind_from();
             if behind_from != 0 && !stopping {
-                drop(inbox);
-                self.catch_up(behind_from, &mut pending);
+                if !pending.has_events() {
+                    self.catch_up(behind_from, &mut pending);
+                }
                 continue;
             }
-            if inbox.ended {
+            if state.ended() {
+                if pending.has_events() {
+                    continue;
+                }
                 return Err(Received::Closed);
             }
             let now = Instant::now();
@@ -546,27 +578,29 @@ impl Queue {
             // of CPU per event to 8 plugins in row 1's one-event commits,
             // against 0.9 with the back-off (crossbeam's channels, the
             // baseline, back off the same way). It watches the publisher's
-            // count meanwhile, not the inbox: receivers that took the
-            // inbox's lock at every spin contended with the publisher for
-            // it, and row 1's receivers spent 46 ns per event waiting for
-            // that lock and 40 ns reading the clock (perf); 9 and 7 since.
+            // count meanwhile, which is on a line of its own.
             if !backoff.is_completed() {
-                drop(inbox);
-                while !backoff.is_completed() && !self.progress.pushed_beyond(pending.taken) {
+                while !backoff.is_completed() && !pending.inbox.has_events() {
                     backoff.snooze();
                 }
                 continue;
             }
             // Waits in slices, so that a pause is seen within one.
             let wait = deadline.map_or(PAUSE_CHECK, |d| (d - now).min(PAUSE_CHECK));
-            inbox.waiting = true;
-            let (mut inbox, _) = self
-                .progress
-                .inbox
-                .arrived
-                .wait_timeout(inbox, wait)
-                .unwrap_or_else(|e| e.into_inner());
-            inbox.waiting = false;
+            let sleep = state.lock();
+            state.sleeping.store(true, Ordering::Relaxed);
+            // Pairs with the publisher's fence after it published (see
+            // `InboxState::sleeping`).
+            fence(Ordering::SeqCst);
+            if !pending.inbox.has_events() && state.behind_from() == 0 && !state.ended() {
+                drop(
+                    state
+                        .arrived
+                        .wait_timeout(sleep, wait)
+                        .unwrap_or_else(|e| e.into_inner()),
+                );
+            }
+            state.sleeping.store(false, Ordering::Relaxed);
         }
     }
 
@@ -597,7 +631,6 @@ impl Queue {
                 .inc_by(missed);
         }
         let mut next = from;
-        pending.live = false;
         for event in events {
             next = event.seq + 1;
             if self.mask.contains(event.event_type) {
@@ -606,7 +639,10 @@ impl Queue {
         }
         let _publishing = self.exchange.lock();
         let caught_up = next > self.exchange.head.load(Ordering::Acquire);
-        self.progress.inbox.lock().behind_from = if caught_up { 0 } else { next };
+        self.progress
+            .state
+            .behind_from
+            .store(if caught_up { 0 } else { next }, Ordering::Release);
     }
 }
 
@@ -614,7 +650,8 @@ impl Drop for Queue {
     fn drop(&mut self) {
         self.progress.dropped.store(true, Ordering::Release);
         // What it held is not for anyone else.
-        self.progress.inbox.lock().events.clear();
+        let pending = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        while pending.inbox.pop().is_some() {}
     }
 }
 
