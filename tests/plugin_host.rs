@@ -180,6 +180,15 @@ fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
 }
 
 #[test]
+fn a_plugin_built_against_plugin_api_1_3_1_still_runs() {
+    check_readme_guide_plugin(
+        "hello_1_3_1",
+        &repo_root().join("tests/compat/plugin-api-1.3.1"),
+        "1.3.1",
+    );
+}
+
+#[test]
 fn a_plugin_built_against_plugin_api_1_3_0_still_runs() {
     check_readme_guide_plugin(
         "hello_1_3_0",
