@@ -35,11 +35,7 @@ pub fn encode_event(event: &Event, buf: &mut Vec<u8>) {
         block_hash: &event.block_hash,
         timestamp_ms: event.timestamp_ms,
         transactions: event.transactions.iter().map(RString::as_str).collect(),
-        rejections: event
-            .rejections
-            .iter()
-            .map(|r| (r.transaction_id.as_str(), r.reason.as_str()))
-            .collect(),
+        rejections: rejection_refs(event),
     };
     buf.clear();
     buf.push(RECORD_V1);
@@ -55,10 +51,8 @@ pub fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, String> {
         return Err(format!("unknown record format {tag}"));
     }
     let r: Record = postcard::from_bytes(body).map_err(|e| e.to_string())?;
-    let event_type = EventType::from_id(r.event_type)
-        .ok_or_else(|| format!("unknown event type {}", r.event_type))?;
     Ok(Event {
-        event_type,
+        event_type: event_type(r.event_type)?,
         seq,
         height: r.height,
         block_hash: r.block_hash.into(),
@@ -68,15 +62,92 @@ pub fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, String> {
             .into_iter()
             .map(RString::from)
             .collect::<RVec<_>>(),
-        rejections: r
-            .rejections
-            .into_iter()
-            .map(|(id, reason)| Rejection {
-                transaction_id: id.into(),
-                reason: reason.into(),
-            })
-            .collect(),
+        rejections: rejections(r.rejections),
     })
+}
+
+const SUMMARIZED_V1: u8 = 1;
+
+#[derive(Serialize)]
+struct SummarizedRef<'a> {
+    event_type: u32,
+    height: u64,
+    block_hash: &'a str,
+    timestamp_ms: u64,
+    rejections: Vec<(&'a str, &'a str)>,
+    summaries: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Summarized {
+    event_type: u32,
+    height: u64,
+    block_hash: String,
+    timestamp_ms: u64,
+    rejections: Vec<(String, String)>,
+    summaries: String,
+}
+
+/// Writes `event` without its sequence number and its transactions, and
+/// `summaries` (its transactions' summaries, encoded as plugin-api's
+/// `summaries` module does), into `buf`, replacing its contents: the event
+/// log's record of what a stream reads of an event.
+pub fn encode_summarized(event: &Event, summaries: &str, buf: &mut Vec<u8>) {
+    let record = SummarizedRef {
+        event_type: event.event_type.id(),
+        height: event.height,
+        block_hash: &event.block_hash,
+        timestamp_ms: event.timestamp_ms,
+        rejections: rejection_refs(event),
+        summaries,
+    };
+    buf.clear();
+    buf.push(SUMMARIZED_V1);
+    let encoded = postcard::to_extend(&record, std::mem::take(buf))
+        .expect("plain strings and integers always encode into a Vec");
+    *buf = encoded;
+}
+
+/// Reads what [`encode_summarized`] wrote: the event, numbered `seq`, with
+/// no transactions, and its summaries.
+pub fn decode_summarized(seq: u64, bytes: &[u8]) -> Result<(Event, String), String> {
+    let (tag, body) = bytes.split_first().ok_or("empty record")?;
+    if *tag != SUMMARIZED_V1 {
+        return Err(format!("unknown record format {tag}"));
+    }
+    let r: Summarized = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    let event = Event {
+        event_type: event_type(r.event_type)?,
+        seq,
+        height: r.height,
+        block_hash: r.block_hash.into(),
+        timestamp_ms: r.timestamp_ms,
+        transactions: RVec::new(),
+        rejections: rejections(r.rejections),
+    };
+    Ok((event, r.summaries))
+}
+
+fn rejection_refs(event: &Event) -> Vec<(&str, &str)> {
+    event
+        .rejections
+        .iter()
+        .map(|r| (r.transaction_id.as_str(), r.reason.as_str()))
+        .collect()
+}
+
+fn rejections(pairs: Vec<(String, String)>) -> RVec<Rejection> {
+    pairs
+        .into_iter()
+        .map(|(id, reason)| Rejection {
+            transaction_id: id.into(),
+            reason: reason.into(),
+        })
+        .collect()
+}
+
+fn event_type(id: u32) -> Result<EventType, String> {
+    EventType::from_id(id).ok_or_else(|| format!("unknown event type {id}"))
 }
 
 /// At least the length [`encode_event`] writes for `event` (the framing
@@ -131,5 +202,23 @@ mod tests {
             assert!(buf.len() <= encoded_len_bound(&e), "{} bytes", buf.len());
             assert_eq!(decode_event(e.seq, &buf).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn summarized_events_round_trip_without_their_transactions() {
+        let mut buf = Vec::new();
+        for e in [event(0, 0), event(3, 0), event(5, 4)] {
+            encode_summarized(&e, "+1:t6:CREATE1;1:t0;", &mut buf);
+            let (header, summaries) = decode_summarized(e.seq, &buf).unwrap();
+            assert_eq!(
+                header,
+                Event {
+                    transactions: RVec::new(),
+                    ..e
+                }
+            );
+            assert_eq!(summaries, "+1:t6:CREATE1;1:t0;");
+        }
+        assert!(decode_summarized(1, &[2]).is_err());
     }
 }

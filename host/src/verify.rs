@@ -6,7 +6,8 @@
 //! is stored, belongs to that height, and passes the ledger's checks of
 //! its id and signatures; the event log has no gap, each committed block
 //! has its BLOCK_VALID event with the same hash and transactions, and the
-//! log's indexes point at the right events; no plugin's cursor is past the
+//! log's indexes point at the right events, and each event's stored
+//! summaries are its own; no plugin's cursor is past the
 //! log's head. An edge node's store holds a ledger node's events and no
 //! blocks: its log is checked for gaps from its first event, and its
 //! indexes, without blocks to compare with.
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use serde_json::Value;
 
-use crate::event_log::Reader;
+use crate::event_log::{self, Reader};
 use crate::plugin_runtime::cursors::Cursors;
 use crate::progress::Progress;
 use crate::sources::ledger::block;
@@ -179,6 +180,7 @@ pub fn verify(path: &Path) -> Result<Report, StoreError> {
             }
             next = event.seq + 1;
             report.events += 1;
+            check_summaries(&mut report, &log, event)?;
             if event.event_type == BLOCK_VALID {
                 valid_heights += 1;
                 if !edge {
@@ -243,6 +245,32 @@ fn check_block(report: &mut Report, chain: &ChainStore, event: &Event) -> Result
         }
         Some(None) => report.fault(format!("event {seq}: block {height} is missing")),
         None => {}
+    }
+    Ok(())
+}
+
+/// An event's stored summaries against the event: they must hold the event
+/// without its transactions, and what the one rule reads of those.
+fn check_summaries(report: &mut Report, log: &Reader, event: &Event) -> Result<(), StoreError> {
+    let Some(read) = report.check(log.read_summaries(event.seq, 1))? else {
+        return Ok(());
+    };
+    let seq = event.seq;
+    match read.first() {
+        Some((header, summaries)) if header.seq == seq => {
+            let whole = Event {
+                transactions: Default::default(),
+                ..event.clone()
+            };
+            if *header != whole {
+                report.fault(format!("event {seq}: its summaries are another event's"));
+            } else if *summaries != event_log::summaries_of(event) {
+                report.fault(format!(
+                    "event {seq}: its summaries are not its transactions'"
+                ));
+            }
+        }
+        _ => report.fault(format!("event {seq}: its summaries cannot be read")),
     }
     Ok(())
 }

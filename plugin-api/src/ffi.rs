@@ -100,7 +100,17 @@ pub trait HostContext: Send + Sync {
 
     /// Since 1.2. Sets a gauge the host exposes likewise.
     fn gauge_set(&self, name: RStr<'_>, labels: RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>, value: i64);
+
+    /// Since 1.4. Like [`HostContext::read_events`], but each event comes
+    /// with its `transactions` left empty and, beside it, their summaries
+    /// in the encoding of [`crate::summaries`].
+    fn read_summaries(&self, from: u64, max: u32) -> RResult<SummarizedEvents, RString>;
 }
+
+/// Since 1.4. What [`HostContext::read_summaries`] reads: each event (its
+/// `transactions` empty) with its transactions' summaries, encoded as
+/// [`crate::summaries`] says.
+pub type SummarizedEvents = RVec<Tuple2<RArc<Event>, RString>>;
 
 /// One plugin's own event queue (implemented by the host).
 ///

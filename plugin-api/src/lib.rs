@@ -32,6 +32,7 @@ mod events;
 pub mod ffi;
 mod json;
 mod module;
+pub mod summaries;
 pub mod tx;
 mod version;
 

@@ -53,7 +53,22 @@ impl TxSummary {
     /// (asset data, metadata, fulfillments) is skipped. The error says what
     /// is missing or malformed.
     pub fn parse(json: &str) -> Result<TxSummary, String> {
-        let raw: RawTx = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        serde_json::from_str(json)
+            .map_err(|e| e.to_string())
+            .and_then(TxSummary::from_raw)
+    }
+
+    /// Since plugin-api 1.4. Like [`TxSummary::parse`], from a transaction
+    /// already parsed into a [`serde_json::Value`] (the ledger has each
+    /// one parsed when it commits a block): the same rule, without reading
+    /// the text again.
+    pub fn from_json(json: &serde_json::Value) -> Result<TxSummary, String> {
+        RawTx::deserialize(json)
+            .map_err(|e| e.to_string())
+            .and_then(TxSummary::from_raw)
+    }
+
+    fn from_raw(raw: RawTx) -> Result<TxSummary, String> {
         let id = raw.id.ok_or("it has no `id`")?;
         let declared: Vec<Option<String>> = match (raw.assets, raw.asset) {
             (Some(assets), _) if !assets.is_empty() => {
@@ -155,6 +170,18 @@ mod tests {
         assert_eq!(transfer.asset_id(), A);
         let none = TxSummary::parse(&tx(B, r#""assets":null"#)).unwrap();
         assert_eq!(none.asset_ids, [B]);
+    }
+
+    #[test]
+    fn a_parsed_transaction_gives_the_same_summary() {
+        for text in [
+            tx(A, r#""asset":{"data":{"msg":"hi"}}"#),
+            tx("t", &format!(r#""assets":[{{"id":"{A}"}},{{"id":"{B}"}}]"#)),
+            r#"{"operation":"CREATE"}"#.to_owned(),
+        ] {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(TxSummary::from_json(&value), TxSummary::parse(&text));
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ mod retention;
 
 use std::sync::Arc;
 
+use abi_stable::std_types::RVec;
+use eventhost_plugin_api::summaries;
+use eventhost_plugin_api::tx::TxSummary;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -40,6 +43,14 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const EVENT_BY_HASH: TableDefinition<&str, &[u8]> = TableDefinition::new("event_by_hash");
 /// height -> the sequence number of its BLOCK_VALID event.
 const EVENT_BY_HEIGHT: TableDefinition<u64, &[u8]> = TableDefinition::new("event_by_height");
+/// seq -> the event without its transactions, and their summaries, as
+/// [`codec::encode_summarized`] writes them: what a stream replaying the
+/// log reads instead of the whole event (row 5 of docs/benchmarks.md: a
+/// block of 50 transactions is some 80 KiB of JSON, its summaries 10 KiB).
+/// Written with the event, in the same transaction. Stores written before
+/// this table, or by a host that did not know it, lack entries; reading
+/// an event without one computes it from the event's transactions.
+const EVENT_SUMMARIES: TableDefinition<u64, &[u8]> = TableDefinition::new("event_summaries");
 
 /// The node's one writer of events.
 pub struct EventLog {
@@ -84,6 +95,14 @@ impl EventLog {
             txn.open_table(EVENTS)?;
             txn.open_table(EVENT_BY_HASH)?;
             txn.open_table(EVENT_BY_HEIGHT)?;
+            // Summaries of events that are gone: pruned by a host that did
+            // not know the table (after a downgrade), they are not the log's.
+            let first = txn
+                .open_table(EVENTS)?
+                .first()?
+                .map_or(u64::MAX, |(k, _)| k.value());
+            txn.open_table(EVENT_SUMMARIES)?
+                .retain_in(..first, |_, _| false)?;
             Ok(())
         })?;
         let reader = Reader {
@@ -123,7 +142,21 @@ impl EventLog {
         events: Vec<Event>,
         also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StoreError> {
-        self.write(events, Numbering::Log, also)
+        self.write(events, None, Numbering::Log, also)
+    }
+
+    /// Like [`EventLog::commit_with`], for a source that has each event's
+    /// transactions parsed already: `summaries` are theirs, one per event,
+    /// encoded as plugin-api's `summaries` module does, and stored as they
+    /// are instead of being read from the transactions' JSON.
+    pub fn commit_summarized_with<T>(
+        &mut self,
+        events: Vec<Event>,
+        summaries: Vec<String>,
+        also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
+    ) -> Result<T, StoreError> {
+        assert_eq!(events.len(), summaries.len(), "one summary per event");
+        self.write(events, Some(summaries), Numbering::Log, also)
     }
 
     /// Commits events that carry their sequence numbers, an upstream
@@ -148,20 +181,24 @@ impl EventLog {
             }
             head = event.seq;
         }
-        Ok(self.write(events, Numbering::Given, also)?)
+        Ok(self.write(events, None, Numbering::Given, also)?)
     }
 
-    /// Writes `events` and `also` in one durable transaction, then
+    /// Writes `events` (with their `summaries`, or ones read from their
+    /// transactions) and `also` in one durable transaction, then
     /// publishes the events in order.
     fn write<T>(
         &mut self,
         mut events: Vec<Event>,
+        summaries: Option<Vec<String>>,
         numbering: Numbering,
         also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StoreError> {
+        let summaries =
+            summaries.unwrap_or_else(|| events.iter().map(summaries_of).collect::<Vec<_>>());
         let (value, head) = self.store.write(|txn| {
             let value = also(txn)?;
-            let head = append(txn, &mut events, numbering)?;
+            let head = append(txn, &mut events, &summaries, numbering)?;
             Ok((value, head))
         })?;
         self.head = head;
@@ -170,25 +207,42 @@ impl EventLog {
     }
 }
 
-/// Appends `events` inside `txn`, numbering them if the log is to, and
-/// returns the newest sequence number.
+/// An event's transactions' summaries, read from their JSON by the one
+/// rule ([`TxSummary::parse`]), encoded as plugin-api's `summaries` does.
+pub(crate) fn summaries_of(event: &Event) -> String {
+    let txs: Vec<Result<TxSummary, String>> = event
+        .transactions
+        .iter()
+        .map(|tx| TxSummary::parse(tx))
+        .collect();
+    let mut encoded = String::new();
+    summaries::encode(&txs, &mut encoded);
+    encoded
+}
+
+/// Appends `events` with their `summaries` inside `txn`, numbering them
+/// if the log is to, and returns the newest sequence number.
 fn append(
     txn: &WriteTransaction,
     events: &mut [Event],
+    summaries: &[String],
     numbering: Numbering,
 ) -> Result<u64, TxnError> {
     let mut table = txn.open_table(EVENTS)?;
     let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
     let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
+    let mut summarized = txn.open_table(EVENT_SUMMARIES)?;
     let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
     let mut buf = Vec::new();
-    for event in events.iter_mut() {
+    for (event, summaries) in events.iter_mut().zip(summaries) {
         if numbering == Numbering::Log {
             event.seq = seq + 1;
         }
         seq = event.seq;
         codec::encode_event(event, &mut buf);
         table.insert(seq, seal::<u64>("events", &seq, &buf).as_slice())?;
+        codec::encode_summarized(event, summaries, &mut buf);
+        summarized.insert(seq, seal::<u64>("event_summaries", &seq, &buf).as_slice())?;
         let hash = event.block_hash.as_str();
         by_hash.insert(
             hash,
@@ -260,14 +314,75 @@ impl Reader {
             let mut events = Vec::new();
             for entry in table.range(from..)?.take(max) {
                 let (k, v) = entry?;
-                let seq = k.value();
-                let record = || format!("event {seq}");
-                let bytes = unseal::<u64>("events", &seq, v.value(), record)?;
-                let event = codec::decode_event(seq, bytes)
-                    .map_err(|reason| TxnError::corrupt(record(), reason))?;
-                events.push(event);
+                events.push(decode_stored(k.value(), v.value())?);
             }
             Ok(events)
+        })
+    }
+
+    /// Up to `max` events with `seq >= from`, in order, each without its
+    /// transactions and with their summaries (encoded as plugin-api's
+    /// `summaries` does): from the summaries table, and for events that
+    /// have no entry there (stored before it), from the events themselves.
+    pub fn read_summaries(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(Event, String)>, StoreError> {
+        self.store.read(|txn| {
+            let Some(events) = events_table(txn)? else {
+                return Ok(Vec::new());
+            };
+            let summarized = match txn.open_table(EVENT_SUMMARIES) {
+                Ok(table) => Some(table),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut next = from;
+            // The events that have summaries stored, in order.
+            let mut stored = match &summarized {
+                Some(table) => Some(table.range(next..)?),
+                None => None,
+            };
+            let mut peeked = match &mut stored {
+                Some(range) => range.next().transpose()?,
+                None => None,
+            };
+            let mut read = Vec::new();
+            while read.len() < max {
+                let gap_end = peeked.as_ref().map_or(u64::MAX, |(k, _)| k.value());
+                if gap_end > next {
+                    // Events before the next stored entry (if any) have
+                    // none: read them whole.
+                    let before = read.len();
+                    for entry in events.range(next..gap_end)?.take(max - read.len()) {
+                        let (k, v) = entry?;
+                        let event = decode_stored(k.value(), v.value())?;
+                        let summaries = summaries_of(&event);
+                        let header = Event {
+                            transactions: RVec::new(),
+                            ..event
+                        };
+                        next = header.seq + 1;
+                        read.push((header, summaries));
+                    }
+                    if read.len() > before {
+                        continue;
+                    }
+                }
+                let Some((k, v)) = peeked.take() else { break };
+                let seq = k.value();
+                let record = || format!("the summaries of event {seq}");
+                let bytes = unseal::<u64>("event_summaries", &seq, v.value(), record)?;
+                let summarized = codec::decode_summarized(seq, bytes)
+                    .map_err(|reason| TxnError::corrupt(record(), reason))?;
+                read.push(summarized);
+                next = seq + 1;
+                if let Some(range) = &mut stored {
+                    peeked = range.next().transpose()?;
+                }
+            }
+            Ok(read)
         })
     }
 
@@ -291,6 +406,13 @@ impl Reader {
             unseal_u64::<&str>("event_by_hash", &id, v.value(), record).map(Some)
         })
     }
+}
+
+/// An event as the events table holds it, under `seq`.
+fn decode_stored(seq: u64, stored: &[u8]) -> Result<Event, TxnError> {
+    let record = || format!("event {seq}");
+    let bytes = unseal::<u64>("events", &seq, stored, record)?;
+    codec::decode_event(seq, bytes).map_err(|reason| TxnError::corrupt(record(), reason))
 }
 
 /// The events table, or `None` in a store that never held a log.
@@ -432,6 +554,126 @@ mod tests {
             log.commit_numbered_with(vec![numbered(45, 24)], |_| Ok(()))
                 .is_err()
         );
+    }
+
+    /// A transaction's JSON as the ledger stores it.
+    fn tx(id: &str) -> RString {
+        format!(r#"{{"id":"{id}","operation":"CREATE","asset":{{"data":null}},"inputs":[{{"owners_before":["k1"]}}],"outputs":[{{"public_keys":["k2"]}}]}}"#).into()
+    }
+
+    fn block(height: u64, txs: &[&str]) -> Event {
+        Event {
+            transactions: txs.iter().map(|id| tx(id)).collect(),
+            ..event(height, false)
+        }
+    }
+
+    fn decoded(read: &[(Event, String)]) -> Vec<(u64, Vec<Result<TxSummary, String>>)> {
+        read.iter()
+            .map(|(e, s)| {
+                assert!(e.transactions.is_empty());
+                (e.seq, summaries::decode(s).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summaries_are_stored_with_each_event_and_read_without_its_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, reader) = open(&dir.path().join("s.redb"));
+        assert!(reader.read_summaries(1, 10).unwrap().is_empty());
+        // Given by the source (the ledger's), stored as given.
+        let given = "+1:x6:CREATE1;1:x0;".to_owned();
+        log.commit_summarized_with(vec![block(1, &["a"])], vec![given.clone()], |_| Ok(()))
+            .unwrap();
+        // Read from the transactions otherwise, unreadable ones included.
+        let unreadable = Event {
+            transactions: vec![tx("b"), RString::from("not json")].into(),
+            ..event(2, false)
+        };
+        log.commit(vec![unreadable, event(2, true)]).unwrap();
+        let read = reader.read_summaries(1, 10).unwrap();
+        assert_eq!(read[0].1, given);
+        let full = reader.read(1, 10).unwrap();
+        for ((header, _), event) in read.iter().zip(&full) {
+            let whole = Event {
+                transactions: RVec::new(),
+                ..event.clone()
+            };
+            assert_eq!(*header, whole);
+        }
+        let summaries = decoded(&read);
+        assert_eq!(summaries[1].1[0], TxSummary::parse(&tx("b")));
+        assert!(summaries[1].1[1].as_ref().unwrap_err().contains("expected"));
+        assert_eq!(summaries[2].1, [TxSummary::parse(r#"{"h":2}"#)]);
+        assert_eq!(decoded(&reader.read_summaries(2, 1).unwrap())[0].0, 2);
+        assert!(reader.read_summaries(4, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn events_stored_without_summaries_read_the_same_as_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let batch: Vec<Event> = (1..=6).map(|h| block(h, &["a", "b"])).collect();
+        let with = {
+            let (mut log, reader) = open(&path);
+            log.commit(batch.clone()).unwrap();
+            reader.read_summaries(1, 10).unwrap()
+        };
+        // As a store written before the table, or by a host that did not
+        // know it: events 2, 3 and 5 have no summaries, and later ones do.
+        let store = Arc::new(Store::open(&path).unwrap());
+        store
+            .write(|txn| {
+                let mut table = txn.open_table(EVENT_SUMMARIES)?;
+                for seq in [2, 3, 5] {
+                    table.remove(seq)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let reader = Reader::new(store.clone());
+        assert_eq!(reader.read_summaries(1, 10).unwrap(), with);
+        assert_eq!(reader.read_summaries(2, 3).unwrap(), with[1..4]);
+        assert_eq!(reader.read_summaries(5, 1).unwrap(), with[4..5]);
+        // A store with no table at all.
+        store
+            .write(|txn| {
+                txn.delete_table(EVENT_SUMMARIES)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(reader.read_summaries(1, 10).unwrap(), with);
+    }
+
+    #[test]
+    fn summaries_of_events_pruned_without_them_go_when_the_log_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (mut log, _) = open(&path);
+        log.commit((1..=4).map(|h| block(h, &["a"])).collect())
+            .unwrap();
+        drop(log);
+        // Retention of a host that did not know the table.
+        let store = Arc::new(Store::open(&path).unwrap());
+        store
+            .write(|txn| {
+                let mut events = txn.open_table(EVENTS)?;
+                events.remove(1)?;
+                events.remove(2)?;
+                Ok(())
+            })
+            .unwrap();
+        let reader = Reader::new(store.clone());
+        assert_eq!(reader.read_summaries(1, 1).unwrap()[0].0.seq, 1, "stale");
+        let _log = EventLog::open(store, &Metrics::new()).unwrap();
+        let seqs: Vec<u64> = reader
+            .read_summaries(1, 10)
+            .unwrap()
+            .iter()
+            .map(|(e, _)| e.seq)
+            .collect();
+        assert_eq!(seqs, [3, 4]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::{EVENT_BY_HASH, EVENT_BY_HEIGHT, EVENTS, Reader};
+use super::{EVENT_BY_HASH, EVENT_BY_HEIGHT, EVENT_SUMMARIES, EVENTS, Reader};
 use crate::codec;
 use crate::metrics::Metrics;
 use crate::store::seal::{unseal, unseal_u64};
@@ -105,7 +105,7 @@ fn prune(
         keep_from = keep_from.max(first_at_or_after(log, first, last, oldest_ms)?);
     }
     if let Some(max_bytes) = retention.max_bytes {
-        let stored = store.read(|txn| Ok(txn.open_table(EVENTS)?.stats()?.stored_bytes()))?;
+        let stored = log_bytes(store)?;
         if stored > max_bytes {
             let count = last - first + 1;
             let per_event = stored.div_ceil(count).max(1);
@@ -152,9 +152,23 @@ fn first_at_or_after(log: &Reader, first: u64, last: u64, ms: u64) -> Result<u64
     Ok(lo)
 }
 
-/// Drops the events `from..to` and their index entries.
+/// The bytes the log's events and their summaries take.
+fn log_bytes(store: &Store) -> Result<u64, StoreError> {
+    store.read(|txn| {
+        let events = txn.open_table(EVENTS)?.stats()?.stored_bytes();
+        let summaries = match txn.open_table(EVENT_SUMMARIES) {
+            Ok(table) => table.stats()?.stored_bytes(),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(events + summaries)
+    })
+}
+
+/// Drops the events `from..to`, their summaries and their index entries.
 fn drop_range(txn: &redb::WriteTransaction, from: u64, to: u64) -> Result<(), TxnError> {
     let mut events = txn.open_table(EVENTS)?;
+    let mut summaries = txn.open_table(EVENT_SUMMARIES)?;
     let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
     let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
     let mut dropped = Vec::new();
@@ -168,6 +182,7 @@ fn drop_range(txn: &redb::WriteTransaction, from: u64, to: u64) -> Result<(), Tx
     }
     for (seq, hash, height) in dropped {
         events.remove(seq)?;
+        summaries.remove(seq)?;
         // An index entry goes only if it still points at this event (a
         // later event of the same block or height replaced it otherwise).
         let hash = hash.as_str();
@@ -216,9 +231,7 @@ mod tests {
     }
 
     fn stored_bytes(store: &Store) -> u64 {
-        store
-            .read(|txn| Ok(txn.open_table(EVENTS)?.stats()?.stored_bytes()))
-            .unwrap()
+        log_bytes(store).unwrap()
     }
 
     #[test]
@@ -251,6 +264,12 @@ mod tests {
         // The dropped events' index entries went with them.
         assert_eq!(reader.find_event("hash1").unwrap(), None);
         assert_eq!(reader.find_event("hash200").unwrap(), Some(200));
+        // And their summaries: reading from the start finds the first kept.
+        assert_eq!(reader.read_summaries(1, 1).unwrap()[0].0.seq, first);
+        let left = store
+            .read(|txn| Ok(txn.open_table(EVENT_SUMMARIES)?.len()?))
+            .unwrap();
+        assert_eq!(left, 200 - (first - 1), "summaries of dropped events");
         assert_eq!(metrics.events_pruned.get(), first - 1);
     }
 }

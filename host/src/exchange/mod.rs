@@ -315,14 +315,33 @@ impl Exchange {
     /// hold events the publisher is about to hand out; readers must not
     /// see them before the subscribers do, or they would see them twice.
     pub fn read_published(&self, from: u64, max: usize) -> Result<Vec<Event>, StoreError> {
+        self.published(
+            from,
+            max,
+            |from, max| self.history.read(from, max),
+            |e| e.seq,
+        )
+    }
+
+    /// What `read(from, max)` reads of the log, cut to the published
+    /// events as [`Exchange::read_published`] is: for a reader of the log
+    /// other than the history (e.g. of its summaries), `seq` giving each
+    /// item's sequence number.
+    pub fn published<T>(
+        &self,
+        from: u64,
+        max: usize,
+        read: impl FnOnce(u64, usize) -> Result<Vec<T>, StoreError>,
+        seq: impl Fn(&T) -> u64,
+    ) -> Result<Vec<T>, StoreError> {
         let head = self.head();
         if from > head {
             return Ok(Vec::new());
         }
         let wanted = usize::try_from(head - from + 1).unwrap_or(usize::MAX);
-        let mut events = self.history.read(from, max.min(wanted))?;
-        events.retain(|e| e.seq <= head);
-        Ok(events)
+        let mut read = read(from, max.min(wanted))?;
+        read.retain(|item| seq(item) <= head);
+        Ok(read)
     }
 
     /// A queue that receives every event of the `mask` types after event

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use abi_stable::std_types::{RArc, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2};
 use eventhost_plugin_api::Event;
-use eventhost_plugin_api::ffi::LogLevel;
+use eventhost_plugin_api::ffi::{LogLevel, SummarizedEvents};
 
 use super::advertised::{Advertised, AdvertisedLink};
 use super::record::{PluginRecord, State};
-use super::services::{EventBatch, Level, host_services};
+use super::services::{EventBatch, Level, SummaryBatch, host_services};
 use crate::event_log::Reader;
 use crate::exchange::Exchange;
 use crate::metrics::{Labels, Metrics};
@@ -106,6 +106,26 @@ impl PluginContext {
         self.services.exchange.head()
     }
 
+    fn read_summaries(&self, from: u64, max: u32) -> Result<SummaryBatch, String> {
+        let log = &self.services.log;
+        self.services
+            .exchange
+            .published(
+                from,
+                max as usize,
+                |from, max| log.read_summaries(from, max),
+                |(event, _)| event.seq,
+            )
+            .map(|read| {
+                SummaryBatch(
+                    read.into_iter()
+                        .map(|(event, summaries)| (RArc::new(event), summaries))
+                        .collect(),
+                )
+            })
+            .map_err(|e| e.to_string())
+    }
+
     fn find_event(&self, id: String) -> Option<u64> {
         self.services.log.find_event(&id).unwrap_or_else(|e| {
             tracing::error!(plugin = %self.name, "cannot look up event `{id}`: {e}");
@@ -141,4 +161,5 @@ host_services! {
     fn find_event(id: RStr<'_> => String) -> ROption<u64>;
     fn counter_add(name: RStr<'_> => String, labels: LabelPairs<'_> => Labels, delta: u64 => u64);
     fn gauge_set(name: RStr<'_> => String, labels: LabelPairs<'_> => Labels, value: i64 => i64);
+    fn read_summaries(from: u64 => u64, max: u32 => u32) -> RResult<SummarizedEvents, RString>;
 }

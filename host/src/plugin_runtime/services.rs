@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use abi_stable::std_types::{RArc, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2};
-use eventhost_plugin_api::ffi::LogLevel;
+use eventhost_plugin_api::ffi::{LogLevel, SummarizedEvents};
 use eventhost_plugin_api::{Event, SharedEvent};
 use serde::de::{self, DeserializeOwned};
 use serde::ser::SerializeSeq;
@@ -172,6 +172,62 @@ impl<'de> Deserialize<'de> for EventBatch {
             })
             .collect::<Result<_, _>>()
             .map(EventBatch)
+    }
+}
+
+impl Answer for RResult<SummarizedEvents, RString> {
+    type Owned = Result<SummaryBatch, String>;
+    fn into_ffi(owned: Result<SummaryBatch, String>) -> Self {
+        match owned {
+            Ok(SummaryBatch(events)) => RResult::ROk(
+                events
+                    .into_iter()
+                    .map(|(event, summaries)| Tuple2(event, summaries.into()))
+                    .collect(),
+            ),
+            Err(e) => RResult::RErr(e.into()),
+        }
+    }
+    fn unanswered() -> Self {
+        RResult::RErr("the host did not answer".into())
+    }
+}
+
+/// Events without their transactions, each with its transactions'
+/// summaries (plugin-api's `summaries` encoding), as `read_summaries`
+/// answers them. On the wire each is its sequence number, the event log's
+/// binary form of the event ([`codec`]) and the summaries.
+#[derive(Debug)]
+pub struct SummaryBatch(pub Vec<(SharedEvent, String)>);
+
+impl Serialize for SummaryBatch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut records = serializer.serialize_seq(Some(self.0.len()))?;
+        let mut buf = Vec::new();
+        for (event, summaries) in &self.0 {
+            codec::encode_event(event, &mut buf);
+            records.serialize_element(&(
+                event.seq,
+                serde_bytes::Bytes::new(&buf),
+                summaries.as_str(),
+            ))?;
+        }
+        records.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SummaryBatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let records = Vec::<(u64, &'de serde_bytes::Bytes, String)>::deserialize(deserializer)?;
+        records
+            .into_iter()
+            .map(|(seq, record, summaries)| {
+                codec::decode_event(seq, record)
+                    .map(|event| (RArc::new(event), summaries))
+                    .map_err(de::Error::custom)
+            })
+            .collect::<Result<_, _>>()
+            .map(SummaryBatch)
     }
 }
 

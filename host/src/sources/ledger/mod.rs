@@ -35,6 +35,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use abi_stable::std_types::{RString, RVec};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use eventhost_plugin_api::summaries;
+use eventhost_plugin_api::tx::TxSummary;
 use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, Event, Rejection};
 use tokio::sync::oneshot;
 
@@ -571,7 +573,9 @@ impl Committer {
             transaction_ids: valid.iter().map(|t| t.id.clone()).collect(),
         };
         let mut events = Vec::with_capacity(2);
+        let mut summaries = Vec::with_capacity(2);
         if !rejected.is_empty() {
+            summaries.push(summaries_of(rejected.iter().map(|(tx, _)| tx.json())));
             events.push(Event {
                 event_type: BLOCK_INVALID,
                 seq: 0,
@@ -598,6 +602,7 @@ impl Committer {
             });
         }
         if !valid.is_empty() {
+            summaries.push(summaries_of(valid.iter().map(|tx| tx.json())));
             events.push(Event {
                 event_type: BLOCK_VALID,
                 seq: 0,
@@ -616,7 +621,7 @@ impl Committer {
         // are published before any client is answered: a client told its
         // transaction is committed can count on the event being on its way
         // to every plugin.
-        let committed = self.log.commit_with(events, |txn| {
+        let committed = self.log.commit_summarized_with(events, summaries, |txn| {
             chain_store::write_block(txn, &record, &valid, &stored)
         });
         if let Err(e) = committed {
@@ -665,6 +670,16 @@ impl Committer {
             let _ = reply.send(outcome());
         }
     }
+}
+
+/// The summaries the event log stores beside an event of these
+/// transactions, from their parsed JSON (not its text, which is not read
+/// again): the streams' facts about each, by plugin-api's one rule.
+fn summaries_of<'a>(txs: impl Iterator<Item = &'a serde_json::Value>) -> String {
+    let txs: Vec<_> = txs.map(TxSummary::from_json).collect();
+    let mut encoded = String::new();
+    summaries::encode(&txs, &mut encoded);
+    encoded
 }
 
 fn now_ms() -> u64 {
