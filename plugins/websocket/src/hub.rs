@@ -445,7 +445,7 @@ impl Hub {
         let rendered = messages::render(event, |stream| listened[stream.index()]);
         // The subjects are made only if a query is evaluated.
         let rows = std::cell::OnceCell::new();
-        let rows = || rows.get_or_init(|| Rows::new(event, &rendered.txs));
+        let rows = || rows.get_or_init(|| Rows::new(event, &rendered));
         let rendered_scopes: [bool; SCOPES.len()] = std::array::from_fn(|i| {
             rendered
                 .streams

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use eventhost_plugin_api::Context;
+use eventhost_plugin_api::summaries::SummarizedEvent;
+use eventhost_plugin_api::{Context, Event, SharedEvent};
 use stream_query::Query;
 
 use crate::budget::{self, Budget};
@@ -214,6 +215,87 @@ impl Read {
     }
 }
 
+/// An event as read from the log for a client.
+enum Logged {
+    /// With its transactions' JSON: for `state_deltas`, made of them, and
+    /// for a query that looks into them.
+    Whole(SharedEvent),
+    /// With its transactions' summaries, which the host stored at commit:
+    /// for every other client, whose messages are made of them alone
+    /// (row 5 of docs/benchmarks.md: no JSON is decoded or parsed).
+    Summarized(SummarizedEvent),
+}
+
+impl Logged {
+    fn event(&self) -> &Event {
+        match self {
+            Logged::Whole(event) => event,
+            Logged::Summarized(read) => &read.event,
+        }
+    }
+
+    /// About the bytes it took to read.
+    fn bytes(&self) -> usize {
+        256 + match self {
+            Logged::Whole(event) => event.transactions.iter().map(|t| t.len()).sum::<usize>(),
+            Logged::Summarized(read) => read
+                .transactions
+                .iter()
+                .map(|tx| match tx {
+                    Ok(tx) => {
+                        tx.id.len()
+                            + tx.operation.len()
+                            + tx.asset_ids
+                                .iter()
+                                .chain(&tx.public_keys)
+                                .map(String::len)
+                                .sum::<usize>()
+                    }
+                    Err(reason) => reason.len(),
+                })
+                .sum(),
+        }
+    }
+
+    /// The event and its messages on `stream`.
+    fn render(self, stream: Stream) -> (SharedEvent, messages::Rendered) {
+        match self {
+            Logged::Whole(event) => {
+                let rendered = messages::render(&event, |s| s == stream);
+                (event, rendered)
+            }
+            Logged::Summarized(read) => {
+                let rendered =
+                    messages::render_summarized(&read.event, read.transactions, |s| s == stream);
+                (read.event, rendered)
+            }
+        }
+    }
+}
+
+/// Up to `max` events from `from`, read as the client needs them.
+fn read_logged(
+    ctx: &Context,
+    stream: Stream,
+    query: Option<&Query>,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Logged>, String> {
+    if stream == Stream::StateDeltas || query.is_some_and(Query::needs_json) {
+        Ok(ctx
+            .read_events(from, max)?
+            .into_iter()
+            .map(Logged::Whole)
+            .collect())
+    } else {
+        Ok(ctx
+            .read_summaries(from, max)?
+            .into_iter()
+            .map(Logged::Summarized)
+            .collect())
+    }
+}
+
 /// Reads events from `from` (before `until`) and renders the client's
 /// messages of them, until they reach `target` bytes.
 fn read_batch(
@@ -235,19 +317,21 @@ fn read_batch(
     let mut scanned = 0;
     while read.bytes < target && scanned < MAX_SCANNED {
         let asked = read_at_once;
-        let events = ctx.read_events(read.next, asked)?;
+        let events = read_logged(ctx, stream, query, read.next, asked)?;
         let mut event_bytes = 0;
         let count = events.len();
-        for event in &events {
-            if until.is_some_and(|until| event.seq >= until) || read.bytes >= target {
+        for logged in events {
+            let seq = logged.event().seq;
+            if until.is_some_and(|until| seq >= until) || read.bytes >= target {
                 // Unread: the next batch starts here.
                 return Ok(read);
             }
-            event_bytes += 256 + event.transactions.iter().map(|t| t.len()).sum::<usize>();
-            let rendered = messages::render(event, |s| s == stream);
-            let rows = Rows::new(event, &rendered.txs);
+            event_bytes += logged.bytes();
+            let (event, mut rendered) = logged.render(stream);
+            let streams = std::mem::take(&mut rendered.streams);
+            let rows = Rows::new(&event, &rendered);
             let subjects = rows.subjects(stream.scope());
-            for (_, texts) in rendered.streams {
+            for (_, texts) in streams {
                 for (row, text) in texts.into_iter().enumerate() {
                     let selected = match (query, subjects.get(row)) {
                         (None, _) => true,

@@ -8,6 +8,8 @@ use stream_query::{Block, Subject, Transaction};
 
 use eventhost_plugin_api::tx::TxSummary;
 
+use crate::messages::Rendered;
+
 /// A committed transaction: its summary, read when the event was
 /// rendered, and its JSON, parsed only if a query looks into it (and then
 /// once, for every query).
@@ -52,18 +54,22 @@ impl Transaction for TxSubject<'_> {
     }
 }
 
-/// A block, or a rejected proposal.
-pub struct BlockSubject<'a>(pub &'a Event);
+/// A block, or a rejected proposal, of `transaction_count` transactions
+/// (a replayed event comes without them).
+pub struct BlockSubject<'a> {
+    event: &'a Event,
+    transaction_count: usize,
+}
 
 impl Block for BlockSubject<'_> {
     fn height(&self) -> u64 {
-        self.0.height
+        self.event.height
     }
     fn hash(&self) -> &str {
-        &self.0.block_hash
+        &self.event.block_hash
     }
     fn transaction_count(&self) -> u64 {
-        self.0.transactions.len() as u64
+        self.transaction_count as u64
     }
 }
 
@@ -75,9 +81,10 @@ pub struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    /// `txs`: the event's readable transactions, each with its index in the event.
-    pub fn new(event: &'a Event, txs: &'a [(usize, std::sync::Arc<TxSummary>)]) -> Self {
-        let txs = txs
+    /// The subjects of `event`'s messages as `rendered` has them.
+    pub fn new(event: &'a Event, rendered: &'a Rendered) -> Self {
+        let txs = rendered
+            .txs
             .iter()
             .map(|(index, facts)| {
                 let text = event.transactions.get(*index).map_or("", |t| t.as_str());
@@ -86,7 +93,10 @@ impl<'a> Rows<'a> {
             .collect();
         Rows {
             txs,
-            block: BlockSubject(event),
+            block: BlockSubject {
+                event,
+                transaction_count: rendered.transaction_count,
+            },
         }
     }
 
