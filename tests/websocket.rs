@@ -721,6 +721,63 @@ async fn a_client_resumes_across_a_restart_of_the_host() {
     assert_eq!(union, committed);
 }
 
+/// The messages of a resuming client of each of `paths`, `count` each.
+async fn replay_all(address: &str, paths: &[(String, usize)]) -> Vec<Vec<Value>> {
+    let mut replayed = Vec::new();
+    for (path, count) in paths {
+        let mut client = connect_to(address, path).await;
+        replayed.push(take_json(&mut client, *count).await);
+    }
+    replayed
+}
+
+/// Replay renders from the summaries the host stored beside each event;
+/// a log stored without them (by a host before plugin-api 1.4) reads them
+/// from the transactions, and replays the very same messages, filtered
+/// ones included, as live clients got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_stored_without_summaries_replays_the_same_messages() {
+    const BLOCKS: usize = 12;
+    let sandbox = Sandbox::new();
+    sandbox.config("[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n");
+    let (running, http, address) = start_node(&sandbox);
+    let mut live_tx = connect_to(&address, VALID_TX).await;
+    let mut live_blocks = connect_to(&address, VALID_BLOCKS).await;
+    let committed = commit_creates(&http, 0..BLOCKS as u64);
+    let live = [
+        take_json(&mut live_tx, BLOCKS).await,
+        take_json(&mut live_blocks, BLOCKS).await,
+    ];
+    let picked = &committed[5];
+    let paths = [
+        (format!("{VALID_TX}?last_seen_event=0"), BLOCKS),
+        (format!("{VALID_BLOCKS}?last_seen_event=0"), BLOCKS),
+        (format!("{VALID_TRANSACTIONS}?last_seen_event=0"), BLOCKS),
+        (
+            format!("{VALID_TRANSACTIONS}?last_seen_event=0&asset_id={picked}"),
+            1,
+        ),
+    ];
+    let stored = replay_all(&address, &paths).await;
+    assert_eq!(stored[..2], live, "replayed as sent live");
+    assert_eq!(stored[3][0], stored[2][5], "the filter picks its one");
+    assert_eq!(stored[3][0]["transaction_id"], json!(picked));
+    running.signal(libc::SIGTERM);
+    let (status, _, log) = running.wait(HANG_GUARD);
+    assert!(status.success(), "{log}");
+
+    {
+        let db = redb::Database::open(sandbox.path("data/eventhost.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let summaries: redb::TableDefinition<u64, &[u8]> =
+            redb::TableDefinition::new("event_summaries");
+        assert!(txn.delete_table(summaries).unwrap(), "no summaries stored");
+        txn.commit().unwrap();
+    }
+    let (_running, _, address) = start_node(&sandbox);
+    assert_eq!(replay_all(&address, &paths).await, stored);
+}
+
 /// The replay rate: events per second from the log to one client. Not a
 /// speed assertion, a measurement: `cargo test --test websocket -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
