@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use crate::config::PluginConfig;
 use crate::events::SharedEvent;
 use crate::ffi::{HostContextBox, LogLevel};
-use crate::summaries::{self, SummarizedEvent};
+use crate::summaries::SummarizedEvent;
 
 fn ffi_labels<'a>(labels: &[(&'a str, &'a str)]) -> Vec<Tuple2<RStr<'a>, RStr<'a>>> {
     labels
@@ -100,17 +100,10 @@ impl Context {
             RResult::ROk(events) => events,
             RResult::RErr(e) => return Err(e.into_string()),
         };
-        events
+        Ok(events
             .into_iter()
-            .map(|Tuple2(event, encoded)| {
-                let transactions = summaries::decode(&encoded)
-                    .map_err(|e| format!("the summaries of event {}: {e}", event.seq))?;
-                Ok(SummarizedEvent {
-                    event,
-                    transactions,
-                })
-            })
-            .collect()
+            .map(|Tuple2(event, encoded)| SummarizedEvent { event, encoded })
+            .collect())
     }
 
     /// Since plugin-api 1.2. The sequence number of the newest published event.

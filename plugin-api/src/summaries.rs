@@ -20,6 +20,8 @@
 
 use std::fmt::Write;
 
+use abi_stable::std_types::RString;
+
 use crate::events::SharedEvent;
 use crate::tx::TxSummary;
 
@@ -29,9 +31,20 @@ pub struct SummarizedEvent {
     /// The event, with its `transactions` left empty (`rejections` and
     /// the rest are whole).
     pub event: SharedEvent,
+    /// Its transactions' summaries as the host encoded them (see
+    /// [`SummarizedEvent::transactions`]).
+    pub encoded: RString,
+}
+
+impl SummarizedEvent {
     /// Per transaction of the event, in order: its summary, or why
-    /// [`TxSummary::parse`] could not read it.
-    pub transactions: Vec<Result<TxSummary, String>>,
+    /// [`TxSummary::parse`] could not read it. Decoded on each call, so
+    /// that a batch of events is decoded one event at a time, as it is
+    /// used (a batch decoded at once had left the processor's caches by
+    /// the time its events were rendered: row 5b).
+    pub fn transactions(&self) -> Result<Vec<Result<TxSummary, String>>, String> {
+        decode(&self.encoded).map_err(|e| format!("the summaries of event {}: {e}", self.event.seq))
+    }
 }
 
 /// Appends the encoding of an event's `transactions` to `out`.

@@ -238,38 +238,23 @@ impl Logged {
     fn bytes(&self) -> usize {
         256 + match self {
             Logged::Whole(event) => event.transactions.iter().map(|t| t.len()).sum::<usize>(),
-            Logged::Summarized(read) => read
-                .transactions
-                .iter()
-                .map(|tx| match tx {
-                    Ok(tx) => {
-                        tx.id.len()
-                            + tx.operation.len()
-                            + tx.asset_ids
-                                .iter()
-                                .chain(&tx.public_keys)
-                                .map(String::len)
-                                .sum::<usize>()
-                    }
-                    Err(reason) => reason.len(),
-                })
-                .sum(),
+            Logged::Summarized(read) => read.encoded.len(),
         }
     }
 
     /// The event and its messages on `stream`.
-    fn render(self, stream: Stream) -> (SharedEvent, messages::Rendered) {
-        match self {
+    fn render(self, stream: Stream) -> Result<(SharedEvent, messages::Rendered), String> {
+        Ok(match self {
             Logged::Whole(event) => {
                 let rendered = messages::render(&event, |s| s == stream);
                 (event, rendered)
             }
             Logged::Summarized(read) => {
                 let rendered =
-                    messages::render_summarized(&read.event, read.transactions, |s| s == stream);
+                    messages::render_summarized(&read.event, read.transactions()?, |s| s == stream);
                 (read.event, rendered)
             }
-        }
+        })
     }
 }
 
@@ -327,16 +312,17 @@ fn read_batch(
                 return Ok(read);
             }
             event_bytes += logged.bytes();
-            let (event, mut rendered) = logged.render(stream);
+            let (event, mut rendered) = logged.render(stream)?;
             let streams = std::mem::take(&mut rendered.streams);
-            let rows = Rows::new(&event, &rendered);
-            let subjects = rows.subjects(stream.scope());
+            // The subjects are made only for a query.
+            let rows = query.map(|_| Rows::new(&event, &rendered));
+            let subjects = rows.as_ref().map(|rows| rows.subjects(stream.scope()));
             for (_, texts) in streams {
                 for (row, text) in texts.into_iter().enumerate() {
-                    let selected = match (query, subjects.get(row)) {
+                    let selected = match (query, subjects.as_ref().map(|s| s.get(row))) {
                         (None, _) => true,
-                        (Some(query), Some(subject)) => query.matches(*subject),
-                        (Some(_), None) => false,
+                        (Some(query), Some(Some(subject))) => query.matches(*subject),
+                        (Some(_), _) => false,
                     };
                     if selected {
                         read.bytes += text.len();
