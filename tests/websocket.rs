@@ -737,9 +737,21 @@ async fn replay_all(address: &str, paths: &[(String, usize)]) -> Vec<Vec<Value>>
 /// ones included, as live clients got.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_stored_without_summaries_replays_the_same_messages() {
+    replays_the_same_with_and_without_summaries("thread").await;
+}
+
+/// The same, the plugin in a child process: the summaries cross the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_in_a_child_process_replays_from_summaries_too() {
+    replays_the_same_with_and_without_summaries("process").await;
+}
+
+async fn replays_the_same_with_and_without_summaries(isolation: &str) {
     const BLOCKS: usize = 12;
     let sandbox = Sandbox::new();
-    sandbox.config("[[plugins]]\nname = \"websocket\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n");
+    sandbox.config(&format!(
+        "[[plugins]]\nname = \"websocket\"\nisolation = \"{isolation}\"\n[plugins.config]\nbind = \"127.0.0.1:0\"\n"
+    ));
     let (running, http, address) = start_node(&sandbox);
     let mut live_tx = connect_to(&address, VALID_TX).await;
     let mut live_blocks = connect_to(&address, VALID_BLOCKS).await;
