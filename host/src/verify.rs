@@ -18,10 +18,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use eventhost_plugin_api::summaries;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use serde_json::Value;
 
-use crate::event_log::{self, Reader};
+use crate::event_log::Reader;
 use crate::plugin_runtime::cursors::Cursors;
 use crate::progress::Progress;
 use crate::sources::ledger::block;
@@ -264,7 +265,7 @@ fn check_summaries(report: &mut Report, log: &Reader, event: &Event) -> Result<(
             };
             if *header != whole {
                 report.fault(format!("event {seq}: its summaries are another event's"));
-            } else if *summaries != event_log::summaries_of(event) {
+            } else if *summaries != summaries::summarize(event) {
                 report.fault(format!(
                     "event {seq}: its summaries are not its transactions'"
                 ));

@@ -27,9 +27,11 @@
 
 use std::fmt::Write;
 
-use abi_stable::std_types::RString;
+use abi_stable::std_types::{RArc, RString, RVec, Tuple2};
 
+use crate::event::Event;
 use crate::events::SharedEvent;
+use crate::ffi::SummarizedEvents;
 use crate::tx::TxSummary;
 
 /// An event as [`crate::Context::read_summaries`] reads it.
@@ -52,6 +54,38 @@ impl SummarizedEvent {
     pub fn transactions(&self) -> Result<Vec<Result<TxSummary, String>>, String> {
         decode(&self.encoded).map_err(|e| format!("the summaries of event {}: {e}", self.event.seq))
     }
+}
+
+/// The encoding of `event`'s transactions' summaries, each read from its
+/// JSON by the one rule ([`TxSummary::parse`]): what a host stores when it
+/// commits an event it has not parsed, and what it reads for an event
+/// stored without summaries.
+pub fn summarize(event: &Event) -> String {
+    let txs: Vec<Result<TxSummary, String>> = event
+        .transactions
+        .iter()
+        .map(|tx| TxSummary::parse(tx))
+        .collect();
+    let mut encoded = String::new();
+    encode(&txs, &mut encoded);
+    encoded
+}
+
+/// `events` as [`crate::ffi::HostContext::read_summaries`] gives them,
+/// made from the events themselves: that method's default, so that a
+/// stand-in host (a plugin's own tests) written before 1.4 still builds.
+pub(crate) fn from_events(events: RVec<RArc<Event>>) -> SummarizedEvents {
+    events
+        .into_iter()
+        .map(|event| {
+            let encoded = summarize(&event);
+            let header = Event {
+                transactions: RVec::new(),
+                ..(*event).clone()
+            };
+            Tuple2(RArc::new(header), RString::from(encoded))
+        })
+        .collect()
 }
 
 /// Appends the encoding of an event's `transactions` to `out`.
@@ -229,6 +263,32 @@ mod tests {
         assert!(encoded.ends_with("+0:6:CREATE1;=0;2;1:k=3;"), "{encoded}");
         assert_eq!(decode(&encoded).unwrap(), txs);
         assert_eq!(decode("").unwrap(), []);
+    }
+
+    #[test]
+    fn events_read_whole_are_summarized_by_the_one_rule() {
+        let event = Event {
+            event_type: crate::BLOCK_VALID,
+            seq: 9,
+            height: 4,
+            block_hash: "h".into(),
+            timestamp_ms: 1,
+            transactions: vec![r#"{"id":"t1","operation":"CREATE"}"#.into(), "[".into()].into(),
+            rejections: Default::default(),
+        };
+        let read = from_events(vec![RArc::new(event.clone())].into());
+        let [Tuple2(header, encoded)] = &read[..] else {
+            panic!("one event in, one out");
+        };
+        assert!(header.transactions.is_empty());
+        assert_eq!(
+            (header.seq, header.height, &*header.block_hash),
+            (9, 4, "h")
+        );
+        let txs = decode(encoded).unwrap();
+        assert_eq!(txs[0], TxSummary::parse(&event.transactions[0]));
+        assert!(txs[1].is_err());
+        assert_eq!(encoded.as_str(), summarize(&event));
     }
 
     #[test]

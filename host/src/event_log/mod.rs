@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use abi_stable::std_types::RVec;
 use eventhost_plugin_api::summaries;
-use eventhost_plugin_api::tx::TxSummary;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -194,8 +193,8 @@ impl EventLog {
         numbering: Numbering,
         also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StoreError> {
-        let summaries =
-            summaries.unwrap_or_else(|| events.iter().map(summaries_of).collect::<Vec<_>>());
+        let summaries = summaries
+            .unwrap_or_else(|| events.iter().map(summaries::summarize).collect::<Vec<_>>());
         let (value, head) = self.store.write(|txn| {
             let value = also(txn)?;
             let head = append(txn, &mut events, &summaries, numbering)?;
@@ -205,19 +204,6 @@ impl EventLog {
         self.publisher.publish(events);
         Ok(value)
     }
-}
-
-/// An event's transactions' summaries, read from their JSON by the one
-/// rule ([`TxSummary::parse`]), encoded as plugin-api's `summaries` does.
-pub(crate) fn summaries_of(event: &Event) -> String {
-    let txs: Vec<Result<TxSummary, String>> = event
-        .transactions
-        .iter()
-        .map(|tx| TxSummary::parse(tx))
-        .collect();
-    let mut encoded = String::new();
-    summaries::encode(&txs, &mut encoded);
-    encoded
 }
 
 /// Appends `events` with their `summaries` inside `txn`, numbering them
@@ -358,7 +344,7 @@ impl Reader {
                     for entry in events.range(next..gap_end)?.take(max - read.len()) {
                         let (k, v) = entry?;
                         let event = decode_stored(k.value(), v.value())?;
-                        let summaries = summaries_of(&event);
+                        let summaries = summaries::summarize(&event);
                         let header = Event {
                             transactions: RVec::new(),
                             ..event
@@ -436,6 +422,7 @@ impl History for Reader {
 mod tests {
     use super::*;
     use abi_stable::std_types::{RString, RVec};
+    use eventhost_plugin_api::tx::TxSummary;
     use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
 
     fn event(height: u64, invalid: bool) -> Event {
