@@ -46,9 +46,15 @@ const EVENT_BY_HEIGHT: TableDefinition<u64, &[u8]> = TableDefinition::new("event
 /// [`codec::encode_summarized`] writes them: what a stream replaying the
 /// log reads instead of the whole event (row 5 of docs/benchmarks.md: a
 /// block of 50 transactions is some 80 KiB of JSON, its summaries 10 KiB).
-/// Written with the event, in the same transaction. Stores written before
-/// this table, or by a host that did not know it, lack entries; reading
-/// an event without one computes it from the event's transactions.
+/// Written with the event, in the same transaction, where they cost
+/// nothing to make: by a source that has parsed the transactions anyway
+/// (the ledger). Other sources (a replay, an edge's upstream) would have
+/// to parse every transaction on the commit path for them (2.6 µs per
+/// one-transaction event of `eventhost replay`: 7.8 → 10.4 µs per event,
+/// docs/benchmarks.md Run C), so their events have none; neither have
+/// events of stores written before this table, or by a host that did not
+/// know it. Reading an event without an entry computes it from the event's
+/// transactions: the cost moves to the streams that replay it.
 const EVENT_SUMMARIES: TableDefinition<u64, &[u8]> = TableDefinition::new("event_summaries");
 
 /// The node's one writer of events.
@@ -136,6 +142,8 @@ impl EventLog {
     /// Like [`EventLog::commit`], with `also` writing the source's own
     /// records in the same transaction: both become durable, or neither.
     /// The events are published only once the transaction is committed.
+    /// No summaries are stored with them (see [`EVENT_SUMMARIES`]): a
+    /// source that has them uses [`EventLog::commit_summarized_with`].
     pub fn commit_with<T>(
         &mut self,
         events: Vec<Event>,
@@ -183,9 +191,9 @@ impl EventLog {
         Ok(self.write(events, None, Numbering::Given, also)?)
     }
 
-    /// Writes `events` (with their `summaries`, or ones read from their
-    /// transactions) and `also` in one durable transaction, then
-    /// publishes the events in order.
+    /// Writes `events` (with their `summaries`, if the source has them)
+    /// and `also` in one durable transaction, then publishes the events in
+    /// order.
     fn write<T>(
         &mut self,
         mut events: Vec<Event>,
@@ -193,11 +201,9 @@ impl EventLog {
         numbering: Numbering,
         also: impl FnOnce(&WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StoreError> {
-        let summaries = summaries
-            .unwrap_or_else(|| events.iter().map(summaries::summarize).collect::<Vec<_>>());
         let (value, head) = self.store.write(|txn| {
             let value = also(txn)?;
-            let head = append(txn, &mut events, &summaries, numbering)?;
+            let head = append(txn, &mut events, summaries.as_deref(), numbering)?;
             Ok((value, head))
         })?;
         self.head = head;
@@ -206,29 +212,35 @@ impl EventLog {
     }
 }
 
-/// Appends `events` with their `summaries` inside `txn`, numbering them
-/// if the log is to, and returns the newest sequence number.
+/// Appends `events` (with their `summaries`, one per event, if given)
+/// inside `txn`, numbering them if the log is to, and returns the newest
+/// sequence number.
 fn append(
     txn: &WriteTransaction,
     events: &mut [Event],
-    summaries: &[String],
+    summaries: Option<&[String]>,
     numbering: Numbering,
 ) -> Result<u64, TxnError> {
     let mut table = txn.open_table(EVENTS)?;
     let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
     let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
-    let mut summarized = txn.open_table(EVENT_SUMMARIES)?;
+    let mut summarized = match summaries {
+        Some(_) => Some(txn.open_table(EVENT_SUMMARIES)?),
+        None => None,
+    };
     let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
     let mut buf = Vec::new();
-    for (event, summaries) in events.iter_mut().zip(summaries) {
+    for (i, event) in events.iter_mut().enumerate() {
         if numbering == Numbering::Log {
             event.seq = seq + 1;
         }
         seq = event.seq;
         codec::encode_event(event, &mut buf);
         table.insert(seq, seal::<u64>("events", &seq, &buf).as_slice())?;
-        codec::encode_summarized(event, summaries, &mut buf);
-        summarized.insert(seq, seal::<u64>("event_summaries", &seq, &buf).as_slice())?;
+        if let (Some(table), Some(summaries)) = (&mut summarized, summaries) {
+            codec::encode_summarized(event, &summaries[i], &mut buf);
+            table.insert(seq, seal::<u64>("event_summaries", &seq, &buf).as_slice())?;
+        }
         let hash = event.block_hash.as_str();
         by_hash.insert(
             hash,
@@ -602,11 +614,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let batch: Vec<Event> = (1..=6).map(|h| block(h, &["a", "b"])).collect();
+        let given = batch.iter().map(summaries::summarize).collect();
         let with = {
             let (mut log, reader) = open(&path);
-            log.commit(batch.clone()).unwrap();
+            log.commit_summarized_with(batch.clone(), given, |_| Ok(()))
+                .unwrap();
             reader.read_summaries(1, 10).unwrap()
         };
+        assert_eq!(stored_summaries(&path), 6);
         // As a store written before the table, or by a host that did not
         // know it: events 2, 3 and 5 have no summaries, and later ones do.
         let store = Arc::new(Store::open(&path).unwrap());
@@ -633,12 +648,49 @@ mod tests {
         assert_eq!(reader.read_summaries(1, 10).unwrap(), with);
     }
 
+    /// How many events have summaries stored.
+    fn stored_summaries(path: &std::path::Path) -> u64 {
+        Store::open(path)
+            .unwrap()
+            .read(|txn| match txn.open_table(EVENT_SUMMARIES) {
+                Ok(table) => Ok(redb::ReadableTableMetadata::len(&table)?),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(e.into()),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn events_committed_without_summaries_store_none_and_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch: Vec<Event> = (1..=4).map(|h| block(h, &["a", "b"])).collect();
+        let given: Vec<String> = batch.iter().map(summaries::summarize).collect();
+        let (summarized, plain) = (dir.path().join("s.redb"), dir.path().join("p.redb"));
+        let with = {
+            let (mut log, reader) = open(&summarized);
+            log.commit_summarized_with(batch.clone(), given, |_| Ok(()))
+                .unwrap();
+            reader.read_summaries(1, 10).unwrap()
+        };
+        let without = {
+            let (mut log, reader) = open(&plain);
+            log.commit(batch[..2].to_vec()).unwrap();
+            log.commit_with(batch[2..].to_vec(), |_| Ok(())).unwrap();
+            reader.read_summaries(1, 10).unwrap()
+        };
+        assert_eq!(stored_summaries(&summarized), 4);
+        assert_eq!(stored_summaries(&plain), 0);
+        assert_eq!(without, with);
+    }
+
     #[test]
     fn summaries_of_events_pruned_without_them_go_when_the_log_opens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let (mut log, _) = open(&path);
-        log.commit((1..=4).map(|h| block(h, &["a"])).collect())
+        let batch: Vec<Event> = (1..=4).map(|h| block(h, &["a"])).collect();
+        let given = batch.iter().map(summaries::summarize).collect();
+        log.commit_summarized_with(batch, given, |_| Ok(()))
             .unwrap();
         drop(log);
         // Retention of a host that did not know the table.

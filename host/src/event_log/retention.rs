@@ -211,7 +211,7 @@ mod tests {
     use super::*;
     use crate::event_log::EventLog;
     use abi_stable::std_types::RString;
-    use eventhost_plugin_api::{BLOCK_VALID, Event};
+    use eventhost_plugin_api::{BLOCK_VALID, Event, summaries};
 
     /// An event of about 2 KiB at `height`.
     fn event(height: u64) -> Event {
@@ -240,7 +240,11 @@ mod tests {
         let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
         let metrics = Metrics::new();
         let (mut log, _) = EventLog::open(store.clone(), &metrics).unwrap();
-        log.commit((1..=200).map(event).collect()).unwrap();
+        // With their summaries, as the ledger commits them.
+        let events: Vec<Event> = (1..=200).map(event).collect();
+        let summaries = events.iter().map(summaries::summarize).collect();
+        log.commit_summarized_with(events, summaries, |_| Ok(()))
+            .unwrap();
         let reader = Reader::new(store.clone());
         let full = stored_bytes(&store);
         let retention = Retention {
