@@ -240,15 +240,10 @@ impl Node {
             .map_err(NodeError::Runtime)?;
         let served = runtime.block_on(async {
             let bind = &self.config.api.bind;
-            let listener = tokio::net::TcpListener::bind(bind)
-                .await
-                .map_err(|source| NodeError::Listen {
-                    bind: bind.clone(),
-                    source,
-                })?;
-            let address = listener
-                .local_addr()
-                .map_or_else(|_| bind.clone(), |a| a.to_string());
+            let (listener, address) = listen(bind).await.map_err(|source| NodeError::Listen {
+                bind: bind.clone(),
+                source,
+            })?;
             let (stop_admin, admin_stops) = tokio::sync::oneshot::channel();
             let admin_task = self
                 .serve_admin(admin.clone(), source.api().health(), admin_stops)
@@ -305,15 +300,12 @@ impl Node {
         if bind == "off" {
             return Ok(None);
         }
-        let listener = tokio::net::TcpListener::bind(bind)
+        let (listener, address) = listen(bind)
             .await
             .map_err(|source| NodeError::AdminListen {
                 bind: bind.clone(),
                 source,
             })?;
-        let address = listener
-            .local_addr()
-            .map_or_else(|_| bind.clone(), |a| a.to_string());
         tracing::info!("admin API on http://{address}");
         let sources = admin::dashboard::Sources {
             runtime: self.runtime.clone(),
@@ -549,4 +541,14 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
     {
         tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
     }
+}
+
+/// A listener on `bind`, and the address it got (the port chosen for
+/// `:0`), as the log and the tests print it.
+async fn listen(bind: &str) -> std::io::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| bind.to_owned(), |a| a.to_string());
+    Ok((listener, address))
 }

@@ -339,6 +339,11 @@ impl PluginRuntime {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.join(record);
+    }
+
+    /// Joins the supervisor thread of a plugin that is done.
+    fn join(&self, record: &Arc<PluginRecord>) {
         let thread = self
             .threads
             .lock()
@@ -424,14 +429,7 @@ impl PluginRuntime {
             waiting.retain_mut(|(i, last_delivered, last_progress)| {
                 let record = &records[*i];
                 if record.is_done() {
-                    let thread = self
-                        .threads
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&(Arc::as_ptr(record) as usize));
-                    if let Some(thread) = thread {
-                        let _ = thread.join();
-                    }
+                    self.join(record);
                     return false;
                 }
                 let delivered = record.progress().delivered();
