@@ -36,7 +36,7 @@ use eventhost::event_log::{EventLog, Reader};
 use eventhost::metrics::Metrics;
 use eventhost::store::STORE_FILE;
 use eventhost::store::Store;
-use eventhost_plugin_api::{BLOCK_VALID, Event};
+use eventhost_plugin_api::{BLOCK_VALID, Event, summaries};
 use tokio_tungstenite::tungstenite;
 
 use crate::node::{Node, eventhost};
@@ -198,7 +198,8 @@ fn tx_at(txs: &[Tx], index: usize) -> &Tx {
     &txs[index % txs.len()]
 }
 
-/// Writes `blocks` BLOCK_VALID events, heights 1 to `blocks`, to a new store.
+/// Writes `blocks` BLOCK_VALID events, heights 1 to `blocks`, to a new store,
+/// as a ledger node's log holds them.
 fn write_log(path: &Path, txs: &[Tx], blocks: usize) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(path)?);
     let (mut log, _) = EventLog::open(store, &Metrics::new())?;
@@ -218,7 +219,10 @@ fn write_log(path: &Path, txs: &[Tx], blocks: usize) -> anyhow::Result<()> {
             })
             .collect();
         height += batch.len();
-        log.commit(batch)?;
+        // With their summaries, as the ledger stores its blocks' events
+        // (it makes them from the transactions it has parsed).
+        let summarized = batch.iter().map(summaries::summarize).collect();
+        log.commit_summarized_with(batch, summarized, |_| Ok(()))?;
     }
     Ok(())
 }
