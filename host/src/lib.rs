@@ -12,6 +12,8 @@
 //! - [`plugin_runtime`]: loads the plugins and runs each one on a thread or
 //!   in a child process, with the same host services and cursors either way.
 //!
+//! [`wakeups`] asks the scheduler to run a woken plugin thread promptly.
+//!
 //! [`node`] puts them together with the HTTP [`api`] and the [`admin`] API; [`verify`] walks a
 //! store for damage; `main.rs` is the command line.
 
@@ -31,3 +33,4 @@ pub mod shutdown;
 pub mod sources;
 pub mod store;
 pub mod verify;
+pub mod wakeups;

@@ -223,7 +223,12 @@ impl PluginRuntime {
         };
         let thread = std::thread::Builder::new()
             .name(format!("plugin {name}"))
-            .spawn(move || supervisor.run(cursor))
+            .spawn(move || {
+                // The ledger wakes this thread with each commit's events
+                // and goes on with its next block (see `wakeups`).
+                crate::wakeups::prefer_prompt_wakeups();
+                supervisor.run(cursor)
+            })
             .map_err(|source| LifecycleError::Spawn {
                 plugin: name.clone(),
                 source,

@@ -1,0 +1,84 @@
+//! Prompt wake-ups for the threads that wait for a commit's events.
+//!
+//! The ledger thread publishes a block's events and goes on at once with
+//! the next block, a millisecond of CPU (the store's write); a plugin's
+//! thread woken by the publish waited for a CPU until the ledger blocked
+//! in its `fdatasync` or used up its time slice. Linux's scheduler (EEVDF,
+//! 6.12 and later) lets a thread ask for a shorter slice, and a woken
+//! thread with a shorter slice than the running one preempts it: the
+//! plugin's few microseconds of work then come before the rest of the
+//! ledger's block instead of after it. The thread's share of the CPU does
+//! not change, nor does anything while it sleeps.
+//!
+//! Row 3d, 2026-12-07, one node under open-loop `mode=commit` posts at
+//! 1,000 tx/s, 2 s `perf sched` captures alternating the plugins' threads'
+//! slice between the default (1.4 ms on this VM) and the shortest allowed,
+//! three rounds, load average 12 to 16: the wake-up of the `websocket`
+//! plugin's thread by the ledger took p50 135, 71, 249 µs (means 375, 265,
+//! 648) with the default and p50 26, 3, 3 µs (means 47, 247, 152) with the
+//! short slice.
+
+/// The shortest slice Linux accepts for a normal thread.
+#[cfg(target_os = "linux")]
+const SHORT_SLICE_NS: u64 = 100_000;
+
+/// Asks the scheduler to let the calling thread preempt a running thread
+/// with a longer slice when it is woken; threads it starts afterwards
+/// (a plugin's own runtime, a child process) inherit it. Kernels without
+/// custom slices (before 6.12) ignore it; a thread under a real-time or
+/// idle policy, or one the call is refused for, is left as it was.
+pub fn prefer_prompt_wakeups() {
+    #[cfg(target_os = "linux")]
+    linux::set_slice(SHORT_SLICE_NS);
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    /// `struct sched_attr` of `sched_setattr(2)` (its first version, which
+    /// every kernel since 3.14 takes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+
+    pub(super) fn set_slice(slice_ns: u64) {
+        let mut attr = SchedAttr::default();
+        let size = std::mem::size_of::<SchedAttr>() as u32;
+        // Read first, so that the thread's policy and nice value stay.
+        // SAFETY: `attr` is a `sched_attr` of `size` bytes, written by the
+        // kernel; 0 is the calling thread.
+        let read = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                &mut attr as *mut SchedAttr,
+                size,
+                0,
+            )
+        };
+        let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.policy as i32));
+        if read != 0 || !normal {
+            return;
+        }
+        attr.size = size;
+        attr.flags = 0;
+        attr.runtime = slice_ns;
+        // SAFETY: as above; the kernel only reads `attr`.
+        let set =
+            unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if set != 0 {
+            tracing::debug!(
+                "cannot shorten this thread's time slice: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
