@@ -82,3 +82,40 @@ mod linux {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The calling thread's slice as the kernel reports it, on kernels
+    /// that report one (`se.slice`, 6.6 and later).
+    fn slice_ns() -> Option<u64> {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+        let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+        line.rsplit(':').next()?.trim().parse().ok()
+    }
+
+    #[test]
+    fn a_thread_that_asks_gets_the_short_slice_and_others_keep_theirs() {
+        let before = std::thread::spawn(slice_ns).join().unwrap();
+        let after = std::thread::spawn(|| {
+            super::prefer_prompt_wakeups();
+            slice_ns()
+        })
+        .join()
+        .unwrap();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let custom_slices = kernel
+            .split(['.', '-'])
+            .take(2)
+            .map(|n| n.parse::<u32>().unwrap_or(0))
+            .collect::<Vec<_>>()
+            >= vec![6, 12];
+        match (before, after) {
+            (Some(before), Some(after)) if custom_slices => {
+                assert_eq!(after, super::SHORT_SLICE_NS, "kernel {kernel}");
+                assert_ne!(before, super::SHORT_SLICE_NS, "only the thread that asked");
+            }
+            // Older kernels ignore the request; it must not fail there.
+            _ => {}
+        }
+    }
+}
