@@ -630,6 +630,9 @@ impl Queue {
                 }
                 continue;
             }
+            // The publisher goes on with its next commit after waking
+            // this thread, which should run first (see `wakeups`).
+            crate::wakeups::prefer_prompt_wakeups();
             // Waits in slices, so that a pause is seen within one.
             let wait = deadline.map_or(PAUSE_CHECK, |d| (d - now).min(PAUSE_CHECK));
             let sleep = state.lock();

@@ -223,12 +223,7 @@ impl PluginRuntime {
         };
         let thread = std::thread::Builder::new()
             .name(format!("plugin {name}"))
-            .spawn(move || {
-                // The ledger wakes this thread with each commit's events
-                // and goes on with its next block (see `wakeups`).
-                crate::wakeups::prefer_prompt_wakeups();
-                supervisor.run(cursor)
-            })
+            .spawn(move || supervisor.run(cursor))
             .map_err(|source| LifecycleError::Spawn {
                 plugin: name.clone(),
                 source,
