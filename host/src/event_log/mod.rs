@@ -224,8 +224,9 @@ fn append(
     let mut table = txn.open_table(EVENTS)?;
     let mut by_hash = txn.open_table(EVENT_BY_HASH)?;
     let mut by_height = txn.open_table(EVENT_BY_HEIGHT)?;
+    // The summaries table beside the summaries to write in it, if any.
     let mut summarized = match summaries {
-        Some(_) => Some(txn.open_table(EVENT_SUMMARIES)?),
+        Some(given) => Some((txn.open_table(EVENT_SUMMARIES)?, given)),
         None => None,
     };
     let mut seq = table.last()?.map_or(0, |(k, _)| k.value());
@@ -237,7 +238,7 @@ fn append(
         seq = event.seq;
         codec::encode_event(event, &mut buf);
         table.insert(seq, seal::<u64>("events", &seq, &buf).as_slice())?;
-        if let (Some(table), Some(summaries)) = (&mut summarized, summaries) {
+        if let Some((table, summaries)) = &mut summarized {
             codec::encode_summarized(event, &summaries[i], &mut buf);
             table.insert(seq, seal::<u64>("event_summaries", &seq, &buf).as_slice())?;
         }
