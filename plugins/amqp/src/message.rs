@@ -1,14 +1,14 @@
 //! The AMQP messages an event becomes: routing key, body and properties.
 //!
-//! Messages are built again each time they are published, after a reconnect
-//! too, and come out the same each time: their `message_id` (`<seq>` for a
-//! block message, `<seq>:<transaction index>` for a transaction message) is
-//! what lets consumers drop the duplicates that at-least-once delivery allows.
+//! Which messages, with which ids and bodies, is the bridges' rule
+//! ([`plugin_support::message`]); their `message_id` (`<seq>` for a block
+//! message, `<seq>:<transaction index>` for a transaction message) is what
+//! lets consumers drop the duplicates that at-least-once delivery allows.
 
 use eventhost_plugin_api::{BLOCK_VALID, Event};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use plugin_support::transaction::Summary;
+use plugin_support::message::{self, Kind};
 
 use crate::config::{Format, OPERATION, RoutingKeys};
 
@@ -21,34 +21,20 @@ pub struct Message {
 
 /// The messages of `event`, in the order they are to be published.
 pub fn messages(event: &Event, format: Format, keys: &RoutingKeys) -> Vec<Message> {
-    if format == Format::Transaction && event.event_type == BLOCK_VALID {
-        return event
-            .transactions
-            .iter()
-            .enumerate()
-            .map(|(index, tx)| transaction_message(event, index, tx, keys))
-            .collect();
-    }
-    let routing_key = if event.event_type == BLOCK_VALID {
-        &keys.block_valid
-    } else {
-        &keys.block_invalid
-    };
-    vec![Message {
-        routing_key: ShortString::from(routing_key.as_str()),
-        body: event.to_json().into_bytes(),
-        properties: properties(event, event.seq.to_string()),
-    }]
-}
-
-fn transaction_message(event: &Event, index: usize, tx: &str, keys: &RoutingKeys) -> Message {
-    let summary = Summary::of(tx);
-    Message {
-        // The configuration left room for the operation wherever it goes.
-        routing_key: ShortString::from(keys.transaction.replace(OPERATION, &summary.operation)),
-        body: summary.body(event),
-        properties: properties(event, format!("{}:{index}", event.seq)),
-    }
+    message::messages(event, format, |m| Message {
+        routing_key: match m.kind {
+            // The configuration left room for the operation wherever it goes.
+            Kind::Transaction { operation, .. } => {
+                ShortString::from(keys.transaction.replace(OPERATION, &operation))
+            }
+            Kind::Block if event.event_type == BLOCK_VALID => {
+                ShortString::from(keys.block_valid.as_str())
+            }
+            Kind::Block => ShortString::from(keys.block_invalid.as_str()),
+        },
+        body: m.body,
+        properties: properties(event, m.id),
+    })
 }
 
 /// Persistent JSON, with the event's coordinates in the headers so that
@@ -88,19 +74,8 @@ fn signed(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
-
-    fn event(event_type: eventhost_plugin_api::EventType, transactions: &[&str]) -> Event {
-        Event {
-            event_type,
-            seq: 41,
-            height: 17,
-            block_hash: "ab".repeat(32).into(),
-            timestamp_ms: 1_732_521_600_123,
-            transactions: transactions.iter().map(|t| (*t).into()).collect(),
-            rejections: Default::default(),
-        }
-    }
+    use eventhost_plugin_api::BLOCK_INVALID;
+    use plugin_support::test_support::event;
 
     fn header<'a>(m: &'a Message, name: &str) -> &'a AMQPValue {
         m.properties
@@ -184,18 +159,15 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_block_stays_one_block_message_in_transaction_format() {
-        let mut e = event(BLOCK_INVALID, &[r#"{"id":"bad","operation":"TRANSFER"}"#]);
-        e.rejections = vec![Rejection {
-            transaction_id: "bad".into(),
-            reason: "double spend".into(),
-        }]
-        .into();
-        let [m] = &messages(&e, Format::Transaction, &RoutingKeys::default())[..] else {
-            panic!("one message per invalid block");
-        };
-        assert_eq!(m.routing_key.as_str(), "block.invalid");
-        assert_eq!(body(m)["rejections"][0]["reason"], "double spend");
+    fn an_invalid_block_goes_under_the_invalid_blocks_key_in_either_format() {
+        let e = event(BLOCK_INVALID, &[r#"{"id":"bad","operation":"TRANSFER"}"#]);
+        for format in [Format::Block, Format::Transaction] {
+            let keys: Vec<String> = messages(&e, format, &RoutingKeys::default())
+                .iter()
+                .map(|m| m.routing_key.to_string())
+                .collect();
+            assert_eq!(keys, ["block.invalid"], "{format:?}");
+        }
     }
 
     #[test]

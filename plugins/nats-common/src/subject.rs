@@ -43,7 +43,7 @@ impl Subjects {
     }
 
     /// A transaction message's subject; `operation` is a checked token
-    /// (see `plugin_support::transaction::Summary`).
+    /// (see `plugin_support::message::Kind::Transaction`).
     pub fn transaction(&self, operation: &str) -> String {
         format!("{}.tx.{operation}", self.prefix)
     }

@@ -1,10 +1,10 @@
 //! The JetStream messages an event becomes: subject, headers and payload.
 //!
-//! Messages are built again each time they are published, after a reconnect
-//! or a restart too, and come out the same each time: their `Nats-Msg-Id`
-//! (`<seq>` for a block message, `<seq>:<transaction index>` for a
-//! transaction message) is what lets the stream drop repeats, so that each
-//! event is stored once (within the stream's duplicate window).
+//! Which messages, with which ids and payloads, is the bridges' rule
+//! ([`plugin_support::message`]); their `Nats-Msg-Id` (`<seq>` for a block
+//! message, `<seq>:<transaction index>` for a transaction message) is what
+//! lets the stream drop repeats, so that each event is stored once (within
+//! the stream's duplicate window).
 //!
 //! The headers carry the event's coordinates, so that consumers (and edge
 //! nodes) can route, filter and check order without parsing payloads. The
@@ -13,7 +13,7 @@
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use eventhost_plugin_api::{BLOCK_VALID, Event};
-use plugin_support::transaction::Summary;
+use plugin_support::message::{self, Kind};
 
 use nats_common::{Format, Subjects, header};
 
@@ -26,35 +26,24 @@ pub struct Message {
 
 /// The messages of `event`, in the order they are to be published.
 pub fn messages(event: &Event, format: Format, subjects: &Subjects) -> Vec<Message> {
-    if format == Format::Transaction && event.event_type == BLOCK_VALID {
-        let count = event.transactions.len();
-        return event
-            .transactions
-            .iter()
-            .enumerate()
-            .map(|(index, tx)| {
-                let summary = Summary::of(tx);
-                let mut headers = headers(event, format, format!("{}:{index}", event.seq));
+    let count = event.transactions.len();
+    message::messages(event, format, |m| {
+        let mut headers = headers(event, m.kind.format(), m.id);
+        let subject = match m.kind {
+            Kind::Transaction { index, operation } => {
                 headers.insert(TX_INDEX, HeaderValue::from(index));
                 headers.insert(TX_COUNT, HeaderValue::from(count));
-                Message {
-                    subject: subjects.transaction(&summary.operation),
-                    headers,
-                    payload: Bytes::from(summary.body(event)),
-                }
-            })
-            .collect();
-    }
-    let subject = if event.event_type == BLOCK_VALID {
-        &subjects.block_valid
-    } else {
-        &subjects.block_invalid
-    };
-    vec![Message {
-        subject: subject.clone(),
-        headers: headers(event, Format::Block, event.seq.to_string()),
-        payload: Bytes::from(event.to_json().into_bytes()),
-    }]
+                subjects.transaction(&operation)
+            }
+            Kind::Block if event.event_type == BLOCK_VALID => subjects.block_valid.clone(),
+            Kind::Block => subjects.block_invalid.clone(),
+        };
+        Message {
+            subject,
+            headers,
+            payload: Bytes::from(m.body),
+        }
+    })
 }
 
 /// The header names, made at compile time: made from a `&str` at each
@@ -87,19 +76,8 @@ fn headers(event: &Event, format: Format, msg_id: String) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventhost_plugin_api::{BLOCK_INVALID, Rejection};
-
-    fn event(event_type: eventhost_plugin_api::EventType, transactions: &[&str]) -> Event {
-        Event {
-            event_type,
-            seq: 41,
-            height: 17,
-            block_hash: "ab".repeat(32).into(),
-            timestamp_ms: 1_732_521_600_123,
-            transactions: transactions.iter().map(|t| (*t).into()).collect(),
-            rejections: Default::default(),
-        }
-    }
+    use eventhost_plugin_api::BLOCK_INVALID;
+    use plugin_support::test_support::event;
 
     fn get<'a>(m: &'a Message, name: &str) -> &'a str {
         m.headers
@@ -181,12 +159,7 @@ mod tests {
 
     #[test]
     fn an_invalid_block_stays_one_block_message_in_transaction_format() {
-        let mut e = event(BLOCK_INVALID, &[r#"{"id":"bad","operation":"TRANSFER"}"#]);
-        e.rejections = vec![Rejection {
-            transaction_id: "bad".into(),
-            reason: "double spend".into(),
-        }]
-        .into();
+        let e = event(BLOCK_INVALID, &[r#"{"id":"bad","operation":"TRANSFER"}"#]);
         let subjects = Subjects::new("p", Format::Transaction).unwrap();
         let [m] = &messages(&e, Format::Transaction, &subjects)[..] else {
             panic!("one message per invalid block");

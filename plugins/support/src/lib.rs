@@ -15,15 +15,20 @@
 //!   durable cursor never passes an unconfirmed event);
 //! - reconnection with exponential backoff, publishing the whole window
 //!   again, oldest first, on every new connection;
-//! - metrics under the broker's prefix (`<prefix>_connected`, …).
+//! - metrics under the broker's prefix (`<prefix>_connected`, …);
+//! - which messages an event becomes ([`message`]), the same for every
+//!   broker.
 //!
 //! It is an rlib linked into each plugin, not a plugin: it depends on
 //! `eventhost-plugin-api` alone, like the plugins themselves.
 
 pub mod bridge;
 mod format;
+pub mod message;
 mod metrics;
 mod publisher;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod transaction;
 mod window;
 

@@ -11,7 +11,7 @@ use eventhost_plugin_api::tx::TxSummary;
 pub const MAX_OPERATION_LEN: usize = 32;
 
 /// The fields of a transaction a transaction message needs.
-pub struct Summary {
+pub(crate) struct Summary {
     /// `None` if the transaction cannot be read (no `id`, not an object).
     pub id: Option<String>,
     /// Lower case, ASCII letters only (`create`, `transfer`), so that it is
