@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use eventhost::sources::ledger::builder::{self, Keypair};
-use eventhost::sources::ledger::transaction::OutputRef;
+use eventhost::sources::ledger::builder::Keypair;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Confirmation, ExchangeKind};
 use serde_json::json;
+use support::bridge::{assert_same, transaction_message};
 use support::broker::{self, BoundQueue, Outage, Received, unique};
 use support::node::{
-    PATIENCE, SetOnDrop, count, id, metric, post, post_concurrently, stop_and_dump, wait_until,
+    PATIENCE, SetOnDrop, count, create, double_spend, id, metric, post, post_concurrently, stop,
+    stop_and_dump, wait_until,
 };
 use support::{Http, Sandbox, Value};
 
@@ -105,27 +106,12 @@ fn transaction_messages(events: &[Value]) -> Vec<Value> {
     let mut messages = Vec::new();
     for e in events.iter().filter(|e| e["type"] == "BLOCK_VALID") {
         for (i, tx) in e["transactions"].as_array().unwrap().iter().enumerate() {
-            let operation = tx["operation"].as_str().unwrap();
-            let asset_id = match operation {
-                "CREATE" => tx["id"].clone(),
-                _ if tx["version"] == "2.0" => tx["asset"]["id"].clone(),
-                _ => tx["assets"][0]["id"].clone(),
-            };
-            let body =
-                json!({"transaction_id": tx["id"], "asset_id": asset_id, "height": e["height"]});
-            let key = format!("tx.{}", operation.to_lowercase());
+            let (operation, body) = transaction_message(e, tx);
+            let key = format!("tx.{operation}");
             messages.push(message(e, key, format!("{}:{i}", e["seq"]), body));
         }
     }
     messages
-}
-
-/// Compares long lists, naming the first difference rather than printing both.
-fn assert_same(what: &str, got: &[Value], expected: &[Value]) {
-    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert_eq!(g, e, "{what}: message {i} differs");
-    }
-    assert_eq!(got.len(), expected.len(), "{what}: message count");
 }
 
 fn holds_transaction(m: &Received, tx_id: &str) -> bool {
@@ -165,48 +151,13 @@ fn a_thousand_blocks_arrive_in_order_with_their_keys_headers_and_bodies() {
         "commit",
     );
     // Two spends of one output: the second is rejected in a BLOCK_INVALID.
-    let (alice, bob) = (Keypair::from_seed([31; 32]), Keypair::from_seed([32; 32]));
-    let coin = builder::create(
-        &alice,
-        &[(alice.public_key(), 1)],
-        json!({"coin": 1}),
-        Value::Null,
-    );
-    post(&http, &coin, "commit");
-    for to in [&bob, &alice] {
-        let spend = builder::transfer(
-            &[(
-                OutputRef {
-                    transaction_id: id(&coin),
-                    output_index: 0,
-                },
-                &alice,
-            )],
-            &id(&coin),
-            &[(to.public_key(), 1)],
-            json!({"to": to.public_key()}),
-        );
-        post(&http, &spend, "async");
-    }
+    let alice = Keypair::from_seed([31; 32]);
+    double_spend(&http, &alice, 1);
     // Blocks of at most two transactions: 2,000 CREATEs make 1,000 or more.
-    let creates: Vec<Value> = (0..2000)
-        .map(|i| {
-            builder::create(
-                &alice,
-                &[(alice.public_key(), 1)],
-                json!({"n": i}),
-                Value::Null,
-            )
-        })
-        .collect();
+    let creates: Vec<Value> = (0..2000).map(|i| create(&alice, json!({"n": i}))).collect();
     post_concurrently(&http, &creates, 4);
     // Committed after everything above: its block is the last event.
-    let last = builder::create(
-        &alice,
-        &[(alice.public_key(), 1)],
-        json!({"last": true}),
-        Value::Null,
-    );
+    let last = create(&alice, json!({"last": true}));
     post(&http, &last, "commit");
 
     let got_blocks = blocks.read_until(PATIENCE, |m| holds_transaction(m, &id(&last)));
@@ -302,12 +253,7 @@ fn a_broker_outage_loses_nothing_and_never_stalls_the_host() {
                 if stop.load(Ordering::Acquire) {
                     return;
                 }
-                let tx = builder::create(
-                    &alice,
-                    &[(alice.public_key(), 1)],
-                    json!({"i": i}),
-                    Value::Null,
-                );
+                let tx = create(&alice, json!({"i": i}));
                 post(&http, &tx, "commit");
                 committed.lock().unwrap().push(id(&tx));
             }
@@ -336,12 +282,7 @@ fn a_broker_outage_loses_nothing_and_never_stalls_the_host() {
             count_committed() >= at_start + 30
         });
     });
-    let last = builder::create(
-        &alice,
-        &[(alice.public_key(), 1)],
-        json!({"last": true}),
-        Value::Null,
-    );
+    let last = create(&alice, json!({"last": true}));
     post(&http, &last, "commit");
     let got = queue.read_until(PATIENCE, |m| holds_transaction(m, &id(&last)));
     let log = host.log();
@@ -403,12 +344,7 @@ fn a_wrong_password_or_an_unreachable_broker_is_logged_and_retried_while_the_hos
     // Both started, and the node works without them.
     assert_eq!(count(&host.log(), "plugin ready"), 2, "{}", host.log());
     let alice = Keypair::from_seed([51; 32]);
-    let tx = builder::create(
-        &alice,
-        &[(alice.public_key(), 1)],
-        json!({"a": 1}),
-        Value::Null,
-    );
+    let tx = create(&alice, json!({"a": 1}));
     post(&http, &tx, "commit");
     wait_until("each plugin failed five times", || {
         let log = host.log();
@@ -449,9 +385,7 @@ fn a_wrong_password_or_an_unreachable_broker_is_logged_and_retried_while_the_hos
             }
         }
     }
-    host.signal(libc::SIGTERM);
-    let (status, _, log) = host.wait(PATIENCE);
-    assert!(status.success(), "{log}");
+    stop(host);
 }
 
 #[test]
@@ -470,17 +404,10 @@ fn events_left_unconfirmed_at_shutdown_are_published_after_a_restart() {
     let http = host.http();
     let alice = Keypair::from_seed([61; 32]);
     for i in 0..20 {
-        let tx = builder::create(
-            &alice,
-            &[(alice.public_key(), 1)],
-            json!({"i": i}),
-            Value::Null,
-        );
+        let tx = create(&alice, json!({"i": i}));
         post(&http, &tx, "commit");
     }
-    host.signal(libc::SIGTERM);
-    let (status, _, log) = host.wait(PATIENCE);
-    assert!(status.success(), "{log}");
+    let log = stop(host);
     assert!(
         log.contains("stopping with 20 event(s) unconfirmed"),
         "{log}"
@@ -489,12 +416,7 @@ fn events_left_unconfirmed_at_shutdown_are_published_after_a_restart() {
     // Second run: the plugin resumes from its cursor, before the first event.
     let mut host = s.spawn_with_env(&["run"], &[("TEST_AMQP_URL", &broker::url())]);
     let http = host.http();
-    let last = builder::create(
-        &alice,
-        &[(alice.public_key(), 1)],
-        json!({"last": true}),
-        Value::Null,
-    );
+    let last = create(&alice, json!({"last": true}));
     post(&http, &last, "commit");
     let got = queue.read_until(PATIENCE, |m| holds_transaction(m, &id(&last)));
     let events = stop_and_dump(&s, host);

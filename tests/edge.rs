@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use eventhost::sources::ledger::builder::{self, Keypair};
-use eventhost::sources::ledger::transaction::OutputRef;
+use eventhost::sources::ledger::builder::Keypair;
 use serde_json::json;
 use support::nats::{self, Auth, Client, Cluster};
-use support::node::{PATIENCE, SetOnDrop, count, events, id, post, post_concurrently, wait_until};
+use support::node::{
+    PATIENCE, SetOnDrop, count, create, double_spend, events, id, post, post_concurrently,
+    wait_until,
+};
 use support::{Http, Running, Sandbox, Value};
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -136,32 +138,6 @@ fn wait_for_head(edge: &Http, head: u64) {
     wait_until("the edge has the ledger's newest event", || {
         upstream(edge).1["head"] == head
     });
-}
-
-fn create(keys: &Keypair, data: Value) -> Value {
-    builder::create(keys, &[(keys.public_key(), 1)], data, Value::Null)
-}
-
-/// A coin, committed, then two spends of it posted at once: one of them
-/// is rejected when its block is cut (a BLOCK_INVALID event).
-fn double_spend(http: &Http, keys: &Keypair, n: usize) {
-    let coin = create(keys, json!({"coin": n}));
-    post(http, &coin, "commit");
-    for to in 0..2 {
-        let spend = builder::transfer(
-            &[(
-                OutputRef {
-                    transaction_id: id(&coin),
-                    output_index: 0,
-                },
-                keys,
-            )],
-            &id(&coin),
-            &[(keys.public_key(), 1)],
-            json!({"n": n, "to": to}),
-        );
-        post(http, &spend, "async");
-    }
 }
 
 /// Posts to the ledger until `stop`: a CREATE per block, and now and then

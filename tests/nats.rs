@@ -7,13 +7,13 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use eventhost::sources::ledger::builder::{self, Keypair};
-use eventhost::sources::ledger::transaction::OutputRef;
+use eventhost::sources::ledger::builder::Keypair;
 use serde_json::json;
+use support::bridge::{assert_same, transaction_message};
 use support::nats::{self, Auth, Client, Cluster, Operator, Stored};
 use support::node::{
-    PATIENCE, SetOnDrop, count, events, id, metric, post, post_concurrently, stop, stop_and_dump,
-    wait_until,
+    PATIENCE, SetOnDrop, count, create, double_spend, events, id, metric, post, post_concurrently,
+    stop, stop_and_dump, wait_until,
 };
 use support::{Http, Running, Sandbox, Value};
 
@@ -23,10 +23,6 @@ fn nats_plugin(name: &str, servers: &[String], entry: &str, config: &str) -> Str
     format!(
         "[[plugins]]\nname = {name:?}\nlibrary = \"nats\"\n{entry}\n[plugins.config]\nservers = {servers:?}\nreconnect_initial_ms = 100\nreconnect_max_ms = 400\n{config}\n\n"
     )
-}
-
-fn create(keys: &Keypair, data: Value) -> Value {
-    builder::create(keys, &[(keys.public_key(), 1)], data, Value::Null)
 }
 
 /// The messages the stream must hold for `events` in the block format:
@@ -62,17 +58,10 @@ fn transaction_messages(prefix: &str, events: &[Value]) -> Vec<Value> {
         }
         let txs = e["transactions"].as_array().unwrap();
         for (i, tx) in txs.iter().enumerate() {
-            let operation = tx["operation"].as_str().unwrap();
-            let asset_id = match operation {
-                "CREATE" => tx["id"].clone(),
-                _ if tx["version"] == "2.0" => tx["asset"]["id"].clone(),
-                _ => tx["assets"][0]["id"].clone(),
-            };
-            let body =
-                json!({"transaction_id": tx["id"], "asset_id": asset_id, "height": e["height"]});
+            let (operation, body) = transaction_message(e, tx);
             messages.push(message(
                 e,
-                format!("{prefix}.tx.{}", operation.to_lowercase()),
+                format!("{prefix}.tx.{operation}"),
                 format!("{}:{i}", e["seq"]),
                 "transaction",
                 body,
@@ -114,10 +103,8 @@ fn shown(m: &Stored) -> Value {
 
 /// Compares the stream with what it must hold, naming the first difference.
 fn assert_stream_holds(what: &str, got: &[Stored], expected: &[Value]) {
-    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert_eq!(&shown(g), e, "{what}: message {i} differs");
-    }
-    assert_eq!(got.len(), expected.len(), "{what}: message count");
+    let got: Vec<Value> = got.iter().map(shown).collect();
+    assert_same(what, &got, expected);
 }
 
 /// Posts blocks of one CREATE each, in commit mode, until `stop` (or until
@@ -183,26 +170,10 @@ fn every_event_is_in_the_stream_once_and_in_order_in_both_formats() {
     let mut host = s.spawn_with_env(&["run"], &[("TEST_NATS_PASSWORD", secret)]);
     let http = host.http();
 
-    let (alice, bob) = (Keypair::from_seed([71; 32]), Keypair::from_seed([72; 32]));
-    // A CREATE and its TRANSFER; then two spends of one output: the second
-    // is rejected in a BLOCK_INVALID.
-    let coin = create(&alice, json!({"coin": 1}));
-    post(&http, &coin, "commit");
-    for to in [&bob, &alice] {
-        let spend = builder::transfer(
-            &[(
-                OutputRef {
-                    transaction_id: id(&coin),
-                    output_index: 0,
-                },
-                &alice,
-            )],
-            &id(&coin),
-            &[(to.public_key(), 1)],
-            json!({"to": to.public_key()}),
-        );
-        post(&http, &spend, "async");
-    }
+    let alice = Keypair::from_seed([71; 32]);
+    // A CREATE, then two spends of its one output: one is committed in a
+    // TRANSFER, the other rejected in a BLOCK_INVALID.
+    double_spend(&http, &alice, 1);
     // Blocks of at most two transactions: 600 CREATEs make 300 or more.
     let creates: Vec<Value> = (0..600).map(|i| create(&alice, json!({"n": i}))).collect();
     post_concurrently(&http, &creates, 4);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod bridge;
 pub mod broker;
 pub mod browser;
 pub mod nats;

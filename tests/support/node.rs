@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use eventhost::sources::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::transaction::OutputRef;
+use serde_json::{Value, json};
 
 use crate::{Http, Running, Sandbox};
 
@@ -24,6 +26,34 @@ pub fn post(http: &Http, tx: &Value, mode: &str) {
         &tx.to_string(),
     );
     assert_eq!(status, 202, "{reply}");
+}
+
+/// A CREATE by `keys` of one output of 1 to `keys`, with `data` as its asset.
+pub fn create(keys: &Keypair, data: Value) -> Value {
+    builder::create(keys, &[(keys.public_key(), 1)], data, Value::Null)
+}
+
+/// A coin, committed, then two spends of it posted at once: one of them
+/// is rejected when its block is cut (a BLOCK_INVALID event). `n` tells
+/// the coins of one test apart.
+pub fn double_spend(http: &Http, keys: &Keypair, n: usize) {
+    let coin = create(keys, json!({"coin": n}));
+    post(http, &coin, "commit");
+    for to in 0..2 {
+        let spend = builder::transfer(
+            &[(
+                OutputRef {
+                    transaction_id: id(&coin),
+                    output_index: 0,
+                },
+                keys,
+            )],
+            &id(&coin),
+            &[(keys.public_key(), 1)],
+            json!({"n": n, "to": to}),
+        );
+        post(http, &spend, "async");
+    }
 }
 
 /// Posts `txs` from `clients` concurrent clients, alternating async and commit.
