@@ -9,12 +9,13 @@ use std::sync::Arc;
 use eventhost::event_log::EventLog;
 use eventhost::metrics::Metrics;
 use eventhost::plugin_runtime::cursors::Cursors;
-use eventhost::sources::ledger::builder::{self, Keypair};
+use eventhost::sources::ledger::builder::Keypair;
 use eventhost::sources::ledger::chain_store::ChainStore;
 use eventhost::sources::ledger::transaction::Transaction;
 use eventhost::sources::ledger::{Ledger, LedgerConfig, Mode};
 use eventhost::store::{STORE_FILE, Store};
 use eventhost_plugin_api::{API_VERSION, BLOCK_VALID, Event};
+use support::node::create;
 use support::{Sandbox, eventhost_bin};
 
 /// A data directory whose event log holds `count` events, for `events`.
@@ -54,12 +55,7 @@ fn data_dir_with_blocks(s: &Sandbox, count: u64) {
     let key = Keypair::from_seed([7; 32]);
     let mut last = None;
     for n in 0..count {
-        let tx = builder::create(
-            &key,
-            &[(key.public_key(), 1)],
-            serde_json::json!({"n": n}),
-            serde_json::Value::Null,
-        );
+        let tx = create(&key, serde_json::json!({"n": n}));
         let mode = if n + 1 == count {
             Mode::Commit
         } else {
@@ -76,11 +72,15 @@ fn data_dir_with_blocks(s: &Sandbox, count: u64) {
 
 fn config_with_data(s: &Sandbox) {
     s.config("");
-    let text = std::fs::read_to_string(s.path("config.toml")).unwrap();
-    s.write(
-        "config.toml",
-        &text.replacen("[host]\n", "[host]\ndata_dir = \"data\"\n", 1),
-    );
+    s.edit_config(|text| text.replacen("[host]\n", "[host]\ndata_dir = \"data\"\n", 1));
+}
+
+/// The line of a command's `stderr` that holds `needle`: its summary.
+fn summary<'a>(stderr: &'a str, needle: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no summary {needle:?} in:\n{stderr}"))
 }
 
 #[test]
@@ -92,11 +92,7 @@ fn events_ends_with_a_summary_on_stderr_and_only_events_on_stdout() {
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert_eq!(run.stdout.lines().count(), 1500);
     assert!(run.stdout.lines().all(|l| l.starts_with("{\"type\":")));
-    let summary = run
-        .stderr
-        .lines()
-        .find(|l| l.contains("events: printed"))
-        .unwrap_or_else(|| panic!("no summary in:\n{}", run.stderr));
+    let summary = summary(&run.stderr, "events: printed");
     assert!(
         summary.contains("events: printed 1500 events in ") && summary.ends_with("/s)"),
         "{summary}"
@@ -118,15 +114,31 @@ fn replay_logs_progress_while_it_runs_and_a_summary() {
         .collect();
     assert_eq!(progress.len(), 1, "{}", run.stderr);
     assert!(progress[0].contains("s left)"), "{}", progress[0]);
-    let summary = run
-        .stderr
-        .lines()
-        .find(|l| l.contains("replay: published 120 events in "))
-        .unwrap_or_else(|| panic!("no summary in:\n{}", run.stderr));
+    let summary = summary(&run.stderr, "replay: published 120 events in ");
     assert!(
         summary.ends_with("/s); waiting for plugins to finish"),
         "{summary}"
     );
+}
+
+/// Runs `eventhost <command>` on a terminal (a pseudo-terminal from
+/// `script`), its stdout going to the sandbox's file `out`; checks it
+/// succeeded and returns what the terminal showed.
+fn on_a_terminal(s: &Sandbox, command: &str, out: &str) -> String {
+    let command = format!(
+        "{} --config {} {command} > {}",
+        eventhost_bin().display(),
+        s.path("config.toml").display(),
+        s.path(out).display()
+    );
+    let run = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run `script` (util-linux), which gives the command a terminal");
+    let terminal = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{terminal}");
+    terminal
 }
 
 /// On a terminal (a pseudo-terminal from `script`), with the output going
@@ -136,19 +148,7 @@ fn events_draws_a_bar_on_a_terminal() {
     let s = Sandbox::new();
     config_with_data(&s);
     data_dir_with_events(&s, 3000);
-    let command = format!(
-        "{} --config {} events > {}",
-        eventhost_bin().display(),
-        s.path("config.toml").display(),
-        s.path("out.jsonl").display()
-    );
-    let run = Command::new("script")
-        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run `script` (util-linux), which gives the command a terminal");
-    let terminal = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{terminal}");
+    let terminal = on_a_terminal(&s, "events", "out.jsonl");
     assert!(
         terminal.contains("events: printed [") && terminal.contains("/3,000 events ("),
         "no bar in:\n{terminal:?}"
@@ -169,11 +169,7 @@ fn verify_logs_a_summary_of_each_walk_and_its_verdict_on_stdout() {
     let run = s.run(&["verify"]);
     assert_eq!(run.code(), Some(0), "{}{}", run.stdout, run.stderr);
     for walk in ["60 blocks", "60 events"] {
-        let summary = run
-            .stderr
-            .lines()
-            .find(|l| l.contains(&format!("verify: checked {walk} in ")))
-            .unwrap_or_else(|| panic!("no summary of the {walk} in:\n{}", run.stderr));
+        let summary = summary(&run.stderr, &format!("verify: checked {walk} in "));
         assert!(summary.ends_with("/s)"), "{summary}");
     }
     // The verdict alone on stdout, the progress on stderr.
@@ -194,19 +190,7 @@ fn verify_draws_a_bar_on_a_terminal() {
     let s = Sandbox::new();
     config_with_data(&s);
     data_dir_with_blocks(&s, 60);
-    let command = format!(
-        "{} --config {} verify > {}",
-        eventhost_bin().display(),
-        s.path("config.toml").display(),
-        s.path("verdict.txt").display()
-    );
-    let run = Command::new("script")
-        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run `script` (util-linux), which gives the command a terminal");
-    let terminal = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{terminal}");
+    let terminal = on_a_terminal(&s, "verify", "verdict.txt");
     for walk in ["blocks", "events"] {
         assert!(
             terminal.contains("verify: checked [") && terminal.contains(&format!("/60 {walk} (")),

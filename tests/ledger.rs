@@ -15,6 +15,7 @@ use eventhost::store::Store;
 use eventhost_plugin_api::ffi::{HostQueue, Received};
 use eventhost_plugin_api::{BLOCK_INVALID, BLOCK_VALID, Event, EventTypes};
 use serde_json::{Value, json};
+use support::node::create;
 
 struct Node {
     dir: tempfile::TempDir,
@@ -166,7 +167,7 @@ fn an_async_double_spend_is_published_as_block_invalid_and_the_rest_committed() 
     // A long interval keeps both spends in one block.
     let node = Node::new(config(1000, 300));
     let (a, b) = (alice(), bob());
-    let create = builder::create(&a, &[(a.public_key(), 1)], Value::Null, Value::Null);
+    let create = create(&a, Value::Null);
     assert!(matches!(
         node.post(&create, Mode::Commit),
         Outcome::Committed { .. }
@@ -217,7 +218,7 @@ fn an_async_double_spend_is_published_as_block_invalid_and_the_rest_committed() 
 fn sync_and_commit_reject_what_breaks_a_rule_before_queueing_it() {
     let node = Node::new(config(1000, 0));
     let (a, b) = (alice(), bob());
-    let create = builder::create(&a, &[(a.public_key(), 1)], Value::Null, Value::Null);
+    let create = create(&a, Value::Null);
     assert!(matches!(node.post(&create, Mode::Sync), Outcome::Accepted));
     let rejected = |outcome: Outcome| match outcome {
         Outcome::Rejected(r) => r.rule,
@@ -260,45 +261,28 @@ fn sync_and_commit_reject_what_breaks_a_rule_before_queueing_it() {
         rejected(node.post(&from_nowhere, Mode::Commit)),
         Rule::InputDoesNotExist
     );
-    let too_much = builder::transfer(
-        &[(spend(&first, 0), &b)],
-        asset,
-        &[(a.public_key(), 2)],
-        Value::Null,
-    );
-    assert_eq!(
-        rejected(node.post(&too_much, Mode::Sync)),
-        Rule::AmountError
-    );
-    let wrong_owner = builder::transfer(
-        &[(spend(&first, 0), &a)],
-        asset,
-        &[(a.public_key(), 1)],
-        Value::Null,
-    );
-    assert_eq!(
-        rejected(node.post(&wrong_owner, Mode::Sync)),
-        Rule::InvalidSignature
-    );
-    let other_asset = builder::transfer(
-        &[(spend(&first, 0), &b)],
-        &"cd".repeat(32),
-        &[(a.public_key(), 1)],
-        Value::Null,
-    );
-    assert_eq!(
-        rejected(node.post(&other_asset, Mode::Sync)),
-        Rule::AssetIdMismatch
-    );
+    // Each spends `first`'s output, which `b` owns, and breaks one rule.
+    let other_asset = "cd".repeat(32);
+    for (signer, asset, amount, rule) in [
+        (&b, asset, 2, Rule::AmountError),
+        (&a, asset, 1, Rule::InvalidSignature),
+        (&b, other_asset.as_str(), 1, Rule::AssetIdMismatch),
+    ] {
+        let tx = builder::transfer(
+            &[(spend(&first, 0), signer)],
+            asset,
+            &[(a.public_key(), amount)],
+            Value::Null,
+        );
+        assert_eq!(rejected(node.post(&tx, Mode::Sync)), rule);
+    }
 }
 
 #[test]
 fn blocks_are_cut_at_the_size_limit_in_arrival_order() {
     let node = Node::new(config(3, 200));
     let a = alice();
-    let creates: Vec<Value> = (0..7)
-        .map(|i| builder::create(&a, &[(a.public_key(), 1)], json!({"i": i}), Value::Null))
-        .collect();
+    let creates: Vec<Value> = (0..7).map(|i| create(&a, json!({"i": i}))).collect();
     let answers: Vec<_> = creates
         .iter()
         .map(|tx| node.submit(tx, Mode::Commit))
@@ -334,7 +318,7 @@ fn a_restarted_ledger_continues_the_chain_and_the_event_log() {
     let node = Node::new(config(1000, 0));
     let a = alice();
     for i in 0..3 {
-        let tx = builder::create(&a, &[(a.public_key(), 1)], json!({"i": i}), Value::Null);
+        let tx = create(&a, json!({"i": i}));
         assert!(matches!(
             node.post(&tx, Mode::Commit),
             Outcome::Committed { .. }
@@ -343,7 +327,7 @@ fn a_restarted_ledger_continues_the_chain_and_the_event_log() {
     let head = node.exchange.head();
     let node = node.restart(config(1000, 0));
     assert_eq!(node.exchange.head(), head);
-    let tx = builder::create(&a, &[(a.public_key(), 1)], json!({"i": 3}), Value::Null);
+    let tx = create(&a, json!({"i": 3}));
     assert!(matches!(
         node.post(&tx, Mode::Commit),
         Outcome::Committed { height: 4 }

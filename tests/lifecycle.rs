@@ -363,11 +363,7 @@ fn each_admin_operation_over_http_and_the_cli() {
     );
     // A name added to config.toml since the start: `load` reads the file.
     let out3 = s.path("counter3.txt");
-    let text = std::fs::read_to_string(s.path("config.toml")).unwrap();
-    s.write(
-        "config.toml",
-        &(text + &counter("counter3", lib, &out3, "isolation = \"process\"", "")),
-    );
+    s.edit_config(|text| text + &counter("counter3", lib, &out3, "isolation = \"process\"", ""));
     let loaded = cli_ok(&s, &["load", "counter3"]);
     assert_eq!(
         (loaded["name"].as_str(), loaded["isolation"].as_str()),

@@ -1,12 +1,13 @@
 //! The plugin host, end to end: the real eventhost binary loading real
 //! plugin libraries, driven through its command line.
 
+use std::path::Path;
 use std::time::Duration;
 
 use eventhost_plugin_api::API_VERSION;
 use support::{
     ExternalPlugin, Sandbox, Value, build_dir, build_external, changed_plugin_api, plugin_lib,
-    read_jsonl, repo_root,
+    read_jsonl, read_seqs, repo_root,
 };
 
 fn seqs_and_types(events: &[Value]) -> Vec<(u64, String)> {
@@ -51,25 +52,37 @@ fn expected(count: u64, invalid_every: u64, types: &[&str]) -> Vec<(u64, String)
         .collect()
 }
 
+/// The bundled printer, writing each event it gets as a JSON line to
+/// `output`; `entry` goes in its `[[plugins]]` entry.
+fn json_printer(entry: &str, output: &Path) -> String {
+    format!(
+        "[[plugins]]\nname = \"printer\"\n{entry}\n[plugins.config]\nformat = \"json\"\noutput = {output:?}\n\n"
+    )
+}
+
+/// The fixture plugin that declares BLOCK_VALID alone, writing each event
+/// it gets to `output`.
+fn valid_only(output: &Path) -> String {
+    format!(
+        "[[plugins]]\nname = \"valid\"\nlibrary = \"fixture_valid_only\"\n[plugins.config]\noutput = {output:?}\n\n"
+    )
+}
+
+/// The misbehaving fixture plugin as `name`: it writes the sequence number
+/// of each event it gets to `output` and panics on the `at`-th of a run.
+fn panicking(name: &str, at: u64, output: &Path) -> String {
+    format!(
+        "[[plugins]]\nname = {name:?}\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"panic\"\nat = {at}\noutput = {output:?}\n\n"
+    )
+}
+
 #[test]
 fn each_plugin_receives_exactly_the_events_it_subscribed_to_in_order() {
     let s = Sandbox::new();
     s.config(&format!(
-        r#"
-[[plugins]]
-name = "printer"
-[plugins.config]
-format = "json"
-output = {all:?}
-
-[[plugins]]
-name = "valid"
-library = "fixture_valid_only"
-[plugins.config]
-output = {valid:?}
-"#,
-        all = s.path("all.jsonl"),
-        valid = s.path("valid.jsonl"),
+        "{}{}",
+        json_printer("", &s.path("all.jsonl")),
+        valid_only(&s.path("valid.jsonl"))
     ));
     let events = s.events(300, 7);
     let run = s.run(&["replay", events.to_str().unwrap()]);
@@ -89,9 +102,9 @@ output = {valid:?}
 #[test]
 fn configuration_can_narrow_what_a_plugin_declares() {
     let s = Sandbox::new();
-    s.config(&format!(
-        "[[plugins]]\nname = \"printer\"\nevent_types = \"BLOCK_INVALID\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n",
-        s.path("invalid.jsonl")
+    s.config(&json_printer(
+        "event_types = \"BLOCK_INVALID\"",
+        &s.path("invalid.jsonl"),
     ));
     let run = s.run(&["replay", s.events(50, 5).to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
@@ -431,8 +444,8 @@ fn malformed_configuration_is_refused_with_its_location() {
 fn an_optional_plugin_that_fails_to_load_is_only_a_warning() {
     let s = Sandbox::new();
     s.config(&format!(
-        "[[plugins]]\nname = \"ghost\"\nrequired = false\n\n[[plugins]]\nname = \"printer\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n",
-        s.path("out.jsonl")
+        "[[plugins]]\nname = \"ghost\"\nrequired = false\n\n{}",
+        json_printer("", &s.path("out.jsonl"))
     ));
     let run = s.run(&["replay", s.events(10, 0).to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
@@ -446,45 +459,14 @@ fn an_optional_plugin_that_fails_to_load_is_only_a_warning() {
 fn panicking_and_stuck_plugins_do_not_hold_up_the_others() {
     let s = Sandbox::new();
     s.config(&format!(
-        r#"
-[[plugins]]
-name = "panicky"
-library = "fixture_misbehaving"
-[plugins.config]
-mode = "panic"
-at = 10
-output = {panicky:?}
-
-[[plugins]]
-name = "stuck"
-library = "fixture_misbehaving"
-queue_capacity = 4
-[plugins.config]
-mode = "never_read"
-
-[[plugins]]
-name = "printer"
-queue_capacity = 16
-[plugins.config]
-format = "json"
-output = {all:?}
-
-[[plugins]]
-name = "valid"
-library = "fixture_valid_only"
-[plugins.config]
-output = {valid:?}
-"#,
-        panicky = s.path("panicky.txt"),
-        all = s.path("all.jsonl"),
-        valid = s.path("valid.jsonl"),
+        "{}{}{}{}",
+        panicking("panicky", 10, &s.path("panicky.txt")),
+        "[[plugins]]\nname = \"stuck\"\nlibrary = \"fixture_misbehaving\"\nqueue_capacity = 4\n[plugins.config]\nmode = \"never_read\"\n\n",
+        json_printer("queue_capacity = 16", &s.path("all.jsonl")),
+        valid_only(&s.path("valid.jsonl")),
     ));
     // A loaded machine must not get a working plugin abandoned at shutdown.
-    let config = std::fs::read_to_string(s.path("config.toml")).unwrap();
-    s.write(
-        "config.toml",
-        &config.replace("shutdown_timeout_ms = 500", "shutdown_timeout_ms = 5000"),
-    );
+    s.edit_config(|text| text.replace("shutdown_timeout_ms = 500", "shutdown_timeout_ms = 5000"));
     let run = s.run(&["replay", s.events(2000, 9).to_str().unwrap()]);
     // The panicky plugin is required and gave up, missing events: the
     // replay did not do its job, and says so (status 3).
@@ -512,11 +494,7 @@ output = {valid:?}
 
     // It panics on every 10th event of a run and is restarted after the
     // last event it finished, until it is given up after 5 failures.
-    let panicky: Vec<u64> = std::fs::read_to_string(s.path("panicky.txt"))
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let panicky = read_seqs(&s.path("panicky.txt"));
     assert_eq!(panicky, (1..=45).collect::<Vec<_>>());
     assert!(
         run.stderr.contains("gave up after 5 failures"),
@@ -547,25 +525,15 @@ output = {valid:?}
 #[test]
 fn a_panicking_plugin_is_restarted_and_sees_every_event_once_in_order() {
     let s = Sandbox::new();
-    s.config(&format!(
-        "[[plugins]]\nname = \"panicky\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"panic\"\nat = 10\noutput = {:?}\n",
-        s.path("seen.txt")
-    ));
-    let config = std::fs::read_to_string(s.path("config.toml")).unwrap();
-    s.write(
-        "config.toml",
-        &config
-            .replace("[host]\n", "[host]\nrestart_max_failures = 100\n")
+    s.config(&panicking("panicky", 10, &s.path("seen.txt")));
+    s.edit_config(|text| {
+        text.replace("[host]\n", "[host]\nrestart_max_failures = 100\n")
             // A loaded machine must not get the restarting plugin abandoned.
-            .replace("shutdown_timeout_ms = 500", "shutdown_timeout_ms = 5000"),
-    );
+            .replace("shutdown_timeout_ms = 500", "shutdown_timeout_ms = 5000")
+    });
     let run = s.run(&["replay", s.events(35, 0).to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
-    let seen: Vec<u64> = std::fs::read_to_string(s.path("seen.txt"))
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let seen = read_seqs(&s.path("seen.txt"));
     assert_eq!(seen, (1..=35).collect::<Vec<_>>());
     assert_eq!(
         run.stderr.matches("restarting the plugin").count(),
@@ -626,9 +594,8 @@ fn a_plugin_that_fails_after_reporting_ready_is_no_failed_start() {
     host.wait(Duration::from_secs(20));
 
     s.config(&format!(
-        "[[plugins]]\nname = \"slow\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"slow_start\"\nready_after_ms = 1000\n\n\
-         [[plugins]]\nname = \"crashy\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"panic\"\nat = 1\noutput = {:?}\n",
-        s.path("crashy.txt")
+        "[[plugins]]\nname = \"slow\"\nlibrary = \"fixture_misbehaving\"\n[plugins.config]\nmode = \"slow_start\"\nready_after_ms = 1000\n\n{}",
+        panicking("crashy", 1, &s.path("crashy.txt"))
     ));
     let mut host = s.spawn(&["run"]);
     // Fails, with the node's exit, if the node does not serve.
@@ -712,10 +679,7 @@ fn help_explains_itself() {
 fn replay_publishes_standard_input_line_by_line() {
     use std::io::Write;
     let s = Sandbox::new();
-    s.config(&format!(
-        "[[plugins]]\nname = \"printer\"\n[plugins.config]\nformat = \"json\"\noutput = {:?}\n",
-        s.path("out.jsonl")
-    ));
+    s.config(&json_printer("", &s.path("out.jsonl")));
     let mut child = s
         .eventhost(&["replay", "-"])
         .stdin(std::process::Stdio::piped())

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use eventhost::sources::ledger::builder::{self, Keypair};
 use serde_json::{Value, json};
-use support::{Http, Running, Sandbox, read_jsonl};
+use support::{Http, Running, Sandbox, read_jsonl, read_seqs};
 
 fn start(s: &Sandbox) -> (Running, Http) {
     let mut host = s.spawn(&["run"]);
@@ -21,14 +21,6 @@ fn commit_creates(http: &Http, seed: u8, count: usize) {
         let (status, body) = http.post("/api/v1/transactions?mode=commit", &tx.to_string());
         assert_eq!(status, 202, "{body}");
     }
-}
-
-fn read_seqs(path: &std::path::Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

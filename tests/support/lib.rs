@@ -100,6 +100,12 @@ impl Sandbox {
         self.write("config.toml", &text)
     }
 
+    /// Rewrites the `config.toml` written by [`Sandbox::config`] with `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = fs::read_to_string(self.path("config.toml")).expect("read config.toml");
+        self.write("config.toml", &edit(text));
+    }
+
     pub fn write(&self, relative: &str, text: &str) -> PathBuf {
         let path = self.path(relative);
         fs::write(&path, text).expect("write sandbox file");
@@ -393,6 +399,16 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Reads a file of event sequence numbers, one a line, as the
+/// misbehaving fixture plugin writes them; none while it does not exist.
+pub fn read_seqs(path: &Path) -> Vec<u64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().expect("a sequence number"))
         .collect()
 }
 
