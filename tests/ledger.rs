@@ -102,6 +102,17 @@ fn spend(tx: &Value, index: u32) -> OutputRef {
     }
 }
 
+/// A TRANSFER of the one output of `coin`, a CREATE of one `owner` owns,
+/// to `to`; `metadata` tells spends of one coin apart.
+fn transfer_coin(coin: &Value, owner: &Keypair, to: &Keypair, metadata: Value) -> Value {
+    builder::transfer(
+        &[(spend(coin, 0), owner)],
+        coin["id"].as_str().unwrap(),
+        &[(to.public_key(), 1)],
+        metadata,
+    )
+}
+
 fn ids(event: &Event) -> Vec<String> {
     event
         .transactions
@@ -173,19 +184,8 @@ fn an_async_double_spend_is_published_as_block_invalid_and_the_rest_committed() 
         Outcome::Committed { .. }
     ));
     node.next_event();
-    let asset = create["id"].as_str().unwrap();
-    let to_bob = builder::transfer(
-        &[(spend(&create, 0), &a)],
-        asset,
-        &[(b.public_key(), 1)],
-        Value::Null,
-    );
-    let to_alice = builder::transfer(
-        &[(spend(&create, 0), &a)],
-        asset,
-        &[(a.public_key(), 1)],
-        json!({"second": "spend"}),
-    );
+    let to_bob = transfer_coin(&create, &a, &b, Value::Null);
+    let to_alice = transfer_coin(&create, &a, &a, json!({"second": "spend"}));
     let first = node.submit(&to_bob, Mode::Async);
     let second = node.submit(&to_alice, Mode::Async);
     assert!(matches!(first.blocking_recv().unwrap(), Outcome::Accepted));
@@ -234,18 +234,8 @@ fn sync_and_commit_reject_what_breaks_a_rule_before_queueing_it() {
     );
 
     let asset = create["id"].as_str().unwrap();
-    let first = builder::transfer(
-        &[(spend(&create, 0), &a)],
-        asset,
-        &[(b.public_key(), 1)],
-        Value::Null,
-    );
-    let again = builder::transfer(
-        &[(spend(&create, 0), &a)],
-        asset,
-        &[(a.public_key(), 1)],
-        json!({"x": 1}),
-    );
+    let first = transfer_coin(&create, &a, &b, Value::Null);
+    let again = transfer_coin(&create, &a, &a, json!({"x": 1}));
     assert!(matches!(
         node.post(&first, Mode::Commit),
         Outcome::Committed { .. }
