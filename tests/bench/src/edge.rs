@@ -174,16 +174,8 @@ fn to_the_log(build: &Path, server: &Server, quick: bool) -> anyhow::Result<Row>
     Ok(Row {
         id: "7b",
         what: "Edge: CPU per event from JetStream to its event log (edge process) vs the same events committed straight to an event log".into(),
-        ours: Figure::Cost {
-            amount: median(ours),
-            unit: "µs",
-            per: "event",
-        },
-        baseline: Some(Figure::Cost {
-            amount: median(bare),
-            unit: "µs",
-            per: "event",
-        }),
+        ours: Figure::micros(median(ours), "event"),
+        baseline: Some(Figure::micros(median(bare), "event")),
         target: None,
         peak_rss_kib: node_rss,
         rss_of: "edge",
@@ -290,10 +282,7 @@ fn fan_out(build: &Path, server: &Server, quick: bool) -> anyhow::Result<Row> {
         fanout::PER_BLOCK,
         p.feed_for.as_secs_f64()
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = fanout::runtime()?;
     let client = Client::new(&server.url(), &Auth::None);
     let (mut node, mut edge) = (Vec::new(), Vec::new());
     for round in 1..=p.rounds {
@@ -325,31 +314,14 @@ fn fan_out(build: &Path, server: &Server, quick: bool) -> anyhow::Result<Row> {
             edge[round - 1].cpu_us_per_message()
         );
     }
-    let cpu = |rounds: &[fanout::Round]| {
-        median(
-            rounds
-                .iter()
-                .map(fanout::Round::cpu_us_per_message)
-                .collect(),
-        )
-    };
-    let rate = |rounds: &[fanout::Round]| median(rounds.iter().map(fanout::Round::rate).collect());
     Ok(Row {
         id: "7c",
         what: format!(
             "Edge: server CPU per delivered message, fan-out to {} clients (blocks from JetStream) vs the node (blocks on stdin, row 4)",
             p.clients
         ),
-        ours: Figure::Cost {
-            amount: cpu(&edge),
-            unit: "µs",
-            per: "message",
-        },
-        baseline: Some(Figure::Cost {
-            amount: cpu(&node),
-            unit: "µs",
-            per: "message",
-        }),
+        ours: Figure::micros(fanout::median_cpu(&edge), "message"),
+        baseline: Some(Figure::micros(fanout::median_cpu(&node), "message")),
         target: Some(Target::RatioAtMost(1.1)),
         peak_rss_kib: edge.iter().filter_map(|r| r.peak_rss_kib).max(),
         rss_of: "edge",
@@ -357,8 +329,8 @@ fn fan_out(build: &Path, server: &Server, quick: bool) -> anyhow::Result<Row> {
             "valid_transactions, blocks of {}; median of {} round(s); the edge delivered {:.0} messages/s, the node {:.0}",
             fanout::PER_BLOCK,
             p.rounds,
-            rate(&edge),
-            rate(&node)
+            fanout::median_rate(&edge),
+            fanout::median_rate(&node)
         )],
     })
 }

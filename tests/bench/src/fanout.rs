@@ -37,7 +37,7 @@ use crate::report::{Figure, Row, Target};
 use crate::{median, quantile, sys};
 
 /// The stream the clients read; the bare server serves it on any path.
-const PATH: &str = "/api/v1/streams/valid_transactions";
+pub const PATH: &str = "/api/v1/streams/valid_transactions";
 /// Transactions per block: one message each per client.
 pub const PER_BLOCK: u64 = 100;
 /// Messages a client may be behind before the feeder waits: a fifth of
@@ -147,6 +147,25 @@ impl Round {
     }
 }
 
+/// The median over `rounds` of their rates, in messages per second.
+pub fn median_rate(rounds: &[Round]) -> f64 {
+    median(rounds.iter().map(Round::rate).collect())
+}
+
+/// The median over `rounds` of their server CPU per message, in µs.
+pub fn median_cpu(rounds: &[Round]) -> f64 {
+    median(rounds.iter().map(Round::cpu_us_per_message).collect())
+}
+
+/// The runtime of this process's side, the clients, the feeder and the
+/// prober: two workers, as the machine has two cores.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let p = Params::new(quick);
     eprintln!(
@@ -155,10 +174,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         p.clients,
         p.feed_for.as_secs_f64()
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let mut ours = Vec::new();
     let mut bare = Vec::new();
     for round in 1..=p.rounds {
@@ -180,8 +196,6 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         }
     }
 
-    let rate = |rounds: &[Round]| median(rounds.iter().map(Round::rate).collect());
-    let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_us_per_message).collect());
     let idle = |rounds: &[Round]| median(rounds.iter().map(|r| r.idle_kib_per_client).collect());
     let client_cpu = |rounds: &[Round]| {
         median(
@@ -205,11 +219,11 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             id: "4a",
             what: format!("WebSocket fan-out to {clients} clients vs bare tokio-tungstenite"),
             ours: Figure::Rate {
-                per_second: rate(&ours),
+                per_second: median_rate(&ours),
                 unit: "messages",
             },
             baseline: Some(Figure::Rate {
-                per_second: rate(&bare),
+                per_second: median_rate(&bare),
                 unit: "messages",
             }),
             target: Some(Target::RatioAtLeast(1.2)),
@@ -226,16 +240,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         Row {
             id: "4b",
             what: "Server CPU time per delivered message (/proc/PID/stat)".into(),
-            ours: Figure::Cost {
-                amount: cpu(&ours),
-                unit: "µs",
-                per: "message",
-            },
-            baseline: Some(Figure::Cost {
-                amount: cpu(&bare),
-                unit: "µs",
-                per: "message",
-            }),
+            ours: Figure::micros(median_cpu(&ours), "message"),
+            baseline: Some(Figure::micros(median_cpu(&bare), "message")),
             target: Some(Target::RatioAtMost(0.6)),
             peak_rss_kib: None,
             rss_of: "",
@@ -294,10 +300,7 @@ pub fn run_wss(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         p.clients,
         p.feed_for.as_secs_f64()
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let servers = [Server::OursTls, Server::Ours, Server::Bare];
     let mut rounds: [Vec<Round>; 3] = Default::default();
     for round in 1..=p.rounds {
@@ -313,8 +316,6 @@ pub fn run_wss(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             rounds[i].push(r);
         }
     }
-    let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_us_per_message).collect());
-    let rate = |rounds: &[Round]| median(rounds.iter().map(Round::rate).collect());
     let [tls, plain, bare] = &rounds;
     Ok(vec![Row {
         id: "4k",
@@ -322,25 +323,17 @@ pub fn run_wss(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             "wss:// fan-out to {} clients: server CPU per delivered message, eventhost over TLS vs the bare tokio-tungstenite server over ws://",
             p.clients
         ),
-        ours: Figure::Cost {
-            amount: cpu(tls),
-            unit: "µs",
-            per: "message",
-        },
-        baseline: Some(Figure::Cost {
-            amount: cpu(bare),
-            unit: "µs",
-            per: "message",
-        }),
+        ours: Figure::micros(median_cpu(tls), "message"),
+        baseline: Some(Figure::micros(median_cpu(bare), "message")),
         target: None,
         peak_rss_kib: rounds[0].iter().filter_map(|r| r.peak_rss_kib).max(),
         rss_of: "node",
         notes: vec![format!(
             "eventhost over ws:// in the same rounds: {:.3} µs per message, so TLS (each client's records encrypted for it alone: the one cost a shared frame cannot share) is {:.0}% of the wss:// figure; {:.0} messages/s over wss://, {:.0} over ws://; median of {} round(s)",
-            cpu(plain),
-            100.0 * (1.0 - cpu(plain) / cpu(tls)),
-            rate(tls),
-            rate(plain),
+            median_cpu(plain),
+            100.0 * (1.0 - median_cpu(plain) / median_cpu(tls)),
+            median_rate(tls),
+            median_rate(plain),
             p.rounds
         )],
     }])

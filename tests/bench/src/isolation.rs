@@ -205,16 +205,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         Row {
             id: "6b",
             what: "Process mode vs thread mode: CPU time per event (node and plugin process, /proc/PID/stat)".into(),
-            ours: Figure::Cost {
-                amount: cpu(&process),
-                unit: "µs",
-                per: "event",
-            },
-            baseline: Some(Figure::Cost {
-                amount: cpu(&thread),
-                unit: "µs",
-                per: "event",
-            }),
+            ours: Figure::micros(cpu(&process), "event"),
+            baseline: Some(Figure::micros(cpu(&thread), "event")),
             target: Some(Target::AddedAtMost(3.0)),
             peak_rss_kib: None,
             rss_of: "",

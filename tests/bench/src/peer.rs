@@ -26,11 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::fanout::{PER_BLOCK, block};
+use crate::fanout::{PATH, PER_BLOCK, block};
 use crate::report::{Figure, Row, Target};
 
-/// The stream every server serves and wsload reads.
-const PATH: &str = "/api/v1/streams/valid_transactions";
 /// A server must be listening within this.
 const START: Duration = Duration::from_secs(60);
 
@@ -130,11 +128,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let [ours, bdb, floor] = &runs[..] else {
         unreachable!("three servers");
     };
-    let cost = |amount: f64| Figure::Cost {
-        amount,
-        unit: "µs",
-        per: "message",
-    };
+    let cost = |amount: f64| Figure::micros(amount, "message");
     let memory = |amount: f64| Figure::Cost {
         amount,
         unit: "KiB",

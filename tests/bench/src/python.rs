@@ -168,16 +168,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         Row {
             id: "8b",
             what: "Python counting plugin vs native: CPU time per event (node and plugin process)".into(),
-            ours: Figure::Cost {
-                amount: cpu(python),
-                unit: "µs",
-                per: "event",
-            },
-            baseline: Some(Figure::Cost {
-                amount: cpu(native),
-                unit: "µs",
-                per: "event",
-            }),
+            ours: Figure::micros(cpu(python), "event"),
+            baseline: Some(Figure::micros(cpu(native), "event")),
             target: None,
             peak_rss_kib: None,
             rss_of: "",

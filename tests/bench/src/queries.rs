@@ -21,11 +21,10 @@ use std::time::Instant;
 use serde_json::Value;
 use stream_query::{Limits, Query, Scope, Subject, Transaction};
 
-use crate::fanout::{self, KEY, Params, Round, Server, Workload};
+use crate::fanout::{self, KEY, PATH, Params, Server, Workload, median_cpu, median_rate};
 use crate::median;
 use crate::report::{Figure, Row, Target};
 
-const PATH: &str = "/api/v1/streams/valid_transactions";
 /// Distinct queries the clients are spread over.
 const QUERIES: usize = 10;
 
@@ -56,10 +55,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         p.clients,
         p.feed_for.as_secs_f64()
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = fanout::runtime()?;
     let filtered = Workload {
         paths: (0..QUERIES)
             .map(|i| format!("{PATH}?q={}", encoded(&query(i))))
@@ -86,8 +82,6 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             rounds.push(r);
         }
     }
-    let cpu = |rounds: &[Round]| median(rounds.iter().map(Round::cpu_us_per_message).collect());
-    let rate = |rounds: &[Round]| median(rounds.iter().map(Round::rate).collect());
 
     let evaluation = evaluation_costs(if quick { 2_000 } else { 20_000 });
     let clients = p.clients;
@@ -96,23 +90,15 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         what: format!(
             "Server CPU per delivered message, {clients} clients over {QUERIES} distinct queries vs none"
         ),
-        ours: Figure::Cost {
-            amount: cpu(&with),
-            unit: "µs",
-            per: "message",
-        },
-        baseline: Some(Figure::Cost {
-            amount: cpu(&without),
-            unit: "µs",
-            per: "message",
-        }),
+        ours: Figure::micros(median_cpu(&with), "message"),
+        baseline: Some(Figure::micros(median_cpu(&without), "message")),
         target: Some(Target::RatioAtMost(1.5)),
         peak_rss_kib: with.iter().filter_map(|r| r.peak_rss_kib).max(),
         rss_of: "node",
         notes: vec![format!(
             "every query selects every transaction (conditions on operation, metadata and outputs), so both deliver the same messages; {:.0} vs {:.0} messages/s; median of {} round(s)",
-            rate(&with),
-            rate(&without),
+            median_rate(&with),
+            median_rate(&without),
             p.rounds
         )],
     }];
@@ -131,16 +117,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         rows.push(Row {
             id,
             what: what.into(),
-            ours: Figure::Cost {
-                amount: us,
-                unit: "µs",
-                per: "evaluation",
-            },
-            baseline: Some(Figure::Cost {
-                amount: evaluation.parse_us,
-                unit: "µs",
-                per: "parse",
-            }),
+            ours: Figure::micros(us, "evaluation"),
+            baseline: Some(Figure::micros(evaluation.parse_us, "parse")),
             target: None,
             peak_rss_kib: None,
             rss_of: "",

@@ -169,16 +169,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         Row {
             id: "5b",
             what: "Replay: server CPU time per event (/proc/PID/stat) vs `eventhost events`".into(),
-            ours: Figure::Cost {
-                amount: cpu(&ours),
-                unit: "µs",
-                per: "event",
-            },
-            baseline: Some(Figure::Cost {
-                amount: cpu(&bare),
-                unit: "µs",
-                per: "event",
-            }),
+            ours: Figure::micros(cpu(&ours), "event"),
+            baseline: Some(Figure::micros(cpu(&bare), "event")),
             // Issue 21: at most 1.0 µs of node CPU per replayed message,
             // and each event here carries PER_BLOCK messages.
             target: Some(Target::CostAtMost(PER_BLOCK as f64, "µs")),

@@ -118,6 +118,16 @@ impl Row {
 }
 
 impl Figure {
+    /// A cost in µs per `per` (a message, an event): what most rows
+    /// compare, so that ours and the baseline's come out in one unit.
+    pub fn micros(amount: f64, per: &'static str) -> Figure {
+        Figure::Cost {
+            amount,
+            unit: "µs",
+            per,
+        }
+    }
+
     fn text(&self) -> String {
         match *self {
             Figure::Rate { per_second, unit } => format!("{} {unit}/s", si(per_second)),
@@ -222,11 +232,7 @@ mod tests {
     use super::*;
 
     fn cost_row(ours: f64, baseline: f64, target: Target) -> Row {
-        let cost = |amount| Figure::Cost {
-            amount,
-            unit: "µs",
-            per: "event",
-        };
+        let cost = |amount| Figure::micros(amount, "event");
         Row {
             id: "t",
             what: String::new(),
