@@ -431,14 +431,7 @@ fn a_plugin_that_always_crashes_backs_off_then_is_reported_failed() {
     );
     host.wait_for_log("gave up after 5 failures", Duration::from_secs(30));
 
-    let (status, plugins) = http.get("/api/v1/plugins");
-    assert_eq!(status, 200);
-    let crashy = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "crashy")
-        .unwrap();
+    let crashy = http.plugin("crashy");
     assert_eq!(crashy["state"], "failed", "{crashy}");
     assert_eq!(crashy["restarts"], 4, "{crashy}");
     assert_eq!(crashy["isolation"], "thread");
@@ -459,12 +452,7 @@ fn a_plugin_that_always_crashes_backs_off_then_is_reported_failed() {
             .unwrap()
             .contains("gave up after 5 failures")
     );
-    let printer = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "printer")
-        .unwrap();
+    let printer = http.plugin("printer");
     assert_eq!(
         (printer["state"].as_str(), printer["lag"].as_u64()),
         (Some("running"), Some(0))

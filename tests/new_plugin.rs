@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use support::{eventhost_bin, repo_root};
+use support::{eventhost_bin, guide_plugin_source, repo_root};
 
 /// The shared target directory of the plugins the tests build outside the
 /// workspace (so abi_stable is compiled once for all of them).
@@ -45,27 +45,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The guide's `src/lib.rs` (docs/plugins.md), as a plugin named `hello`.
-fn guide_lib_rs() -> String {
-    let guide = std::fs::read_to_string(repo_root().join("docs/plugins.md")).unwrap();
-    let block = guide
-        .split_once("<!-- plugin-guide: src/lib.rs")
-        .expect("docs/plugins.md marks the guide's src/lib.rs")
-        .1
-        .split_once("```rust\n")
-        .unwrap()
-        .1
-        .split_once("```")
-        .unwrap()
-        .0;
-    block
-        .trim_end()
-        .lines()
-        .map(|l| l.strip_prefix("   ").unwrap_or(l))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 #[test]
 fn a_scaffolded_plugin_builds_outside_the_workspace_and_receives_events() {
     let parent = tempfile::Builder::new()
@@ -94,7 +73,7 @@ fn a_scaffolded_plugin_builds_outside_the_workspace_and_receives_events() {
     let lib_rs = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
     assert_eq!(
         lib_rs.replace("\"scaffolded\"", "\"hello\""),
-        guide_lib_rs(),
+        guide_plugin_source(),
         "docs/plugins.md shows another src/lib.rs than new-plugin writes"
     );
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use eventhost_plugin_api::API_VERSION;
 use support::{
-    ExternalPlugin, Sandbox, Value, build_dir, build_external, changed_plugin_api, plugin_lib,
-    read_jsonl, read_seqs, repo_root,
+    ExternalPlugin, Sandbox, Value, build_dir, build_external, changed_plugin_api,
+    guide_plugin_source, plugin_lib, read_jsonl, read_seqs, repo_root,
 };
 
 fn seqs_and_types(events: &[Value]) -> Vec<(u64, String)> {
@@ -112,32 +112,10 @@ fn configuration_can_narrow_what_a_plugin_declares() {
     assert_eq!(seqs_and_types(&got), expected(50, 5, &["BLOCK_INVALID"]));
 }
 
-/// The `src/lib.rs` of the plugin author's guide (docs/plugins.md), verbatim.
-fn readme_guide_plugin() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("docs/plugins.md")).unwrap();
-    let after = readme
-        .split_once("<!-- plugin-guide: src/lib.rs")
-        .expect("docs/plugins.md marks the guide's src/lib.rs")
-        .1;
-    let block = after
-        .split_once("```rust\n")
-        .unwrap()
-        .1
-        .split_once("```")
-        .unwrap()
-        .0;
-    // The block is indented as part of a list item.
-    block
-        .lines()
-        .map(|l| l.strip_prefix("   ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Builds the README guide's plugin against `api` and checks that the host
 /// loads it, reports `version`, and feeds it the sample blocks.
 fn check_readme_guide_plugin(name: &str, api: &std::path::Path, version: &str) {
-    let source = readme_guide_plugin();
+    let source = guide_plugin_source();
     assert!(
         source.lines().count() <= 24,
         "the guide's plugin grew:\n{source}"
@@ -602,14 +580,7 @@ fn a_plugin_that_fails_after_reporting_ready_is_no_failed_start() {
     let http = host.http();
     let log = host.log();
     assert!(!log.contains("failed to start"), "{log}");
-    let (status, plugins) = http.get("/api/v1/plugins");
-    assert_eq!(status, 200);
-    let crashy = plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "crashy")
-        .unwrap();
+    let crashy = http.plugin("crashy");
     assert!(crashy["restarts"].as_u64().unwrap() >= 1, "{crashy}");
     host.signal(libc::SIGTERM);
     let (status, _, log) = host.wait(Duration::from_secs(20));

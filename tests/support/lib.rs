@@ -380,6 +380,18 @@ impl Http {
         response.is_ok().then(|| Self::finish(response))
     }
 
+    /// The plugin `name` as `GET /api/v1/plugins` lists it.
+    pub fn plugin(&self, name: &str) -> Value {
+        let (status, list) = self.get("/api/v1/plugins");
+        assert_eq!(status, 200, "{list}");
+        list.as_array()
+            .expect("a list of plugins")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no plugin {name:?} in {list}"))
+            .clone()
+    }
+
     fn send_post(
         &self,
         path: &str,
@@ -409,6 +421,28 @@ pub fn read_seqs(path: &Path) -> Vec<u64> {
         .unwrap_or_default()
         .lines()
         .map(|l| l.parse().expect("a sequence number"))
+        .collect()
+}
+
+/// The `src/lib.rs` of the plugin author's guide (docs/plugins.md),
+/// verbatim but for the indentation of the list item it stands in.
+pub fn guide_plugin_source() -> String {
+    let guide = fs::read_to_string(repo_root().join("docs/plugins.md")).expect("docs/plugins.md");
+    let block = guide
+        .split_once("<!-- plugin-guide: src/lib.rs")
+        .expect("docs/plugins.md marks the guide's src/lib.rs")
+        .1
+        .split_once("```rust\n")
+        .expect("the guide's src/lib.rs is a rust block")
+        .1
+        .split_once("```")
+        .expect("the rust block ends")
+        .0;
+    block
+        .trim_end()
+        .lines()
+        .map(|l| l.strip_prefix("   ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
         .collect()
 }
 
