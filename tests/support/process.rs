@@ -99,6 +99,26 @@ pub fn run_queue_wait(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// CPU time the threads of process `pid` called `name` (their `comm`)
+/// have used so far: the first field of each one's `schedstat`, in
+/// nanoseconds, where /proc/PID/stat counts 10 ms ticks. Threads that
+/// ended are not counted.
+pub fn threads_cpu_time(pid: u32, name: &str) -> Option<Duration> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end_matches('\n') != name {
+            continue;
+        }
+        total += fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +135,10 @@ mod tests {
             .unwrap();
         assert!(children(me).contains(&child.id()));
         assert!(process_cpu_time(child.id()).is_some());
+        assert_eq!(
+            threads_cpu_time(child.id(), "no such thread"),
+            Some(Duration::ZERO)
+        );
         child.kill().unwrap();
         // Killed but not yet reaped: a zombie, which has ended.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -121,6 +121,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         .collect();
     let floor = crate::disk::floor(&std::env::temp_dir(), &block, p.floor_commits)?;
 
+    let per_tx = |cpu: Duration| cpu.as_secs_f64() * 1e6 / throughput.accepted.max(1) as f64;
     let latency_note = format!(
         "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average, 99% of the writes within {} ms",
         p.rate,
@@ -200,7 +201,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 p.clients
             ),
             ours: Figure::Cost {
-                amount: throughput.node_cpu.as_secs_f64() * 1e6 / throughput.accepted.max(1) as f64,
+                amount: per_tx(throughput.node_cpu),
                 unit: "µs",
                 per: "tx",
             },
@@ -213,9 +214,11 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             peak_rss_kib: throughput_rss,
             rss_of: "node",
             notes: vec![format!(
-                "the node's CPU (every thread, /proc/PID/stat, 10 ms ticks) from the first POST of row 3a until its plugin had the last block, over the {} transactions it committed; the baseline is row 2's work (JSON text to a checked transaction) on this process's thread, median of 3 passes over {} of the same transactions; beyond validation the node parses HTTP, checks state, writes the store and the event log, and publishes",
+                "the node's CPU (every thread, /proc/PID/stat, 10 ms ticks) from the first POST of row 3a until its plugin had the last block, over the {} transactions it committed; the baseline is row 2's work (JSON text to a checked transaction) on this process's thread, median of 3 passes over {} of the same transactions; beyond validation the node parses HTTP, checks state, writes the store and the event log, and publishes; of the node's CPU per transaction the HTTP workers took {:.1} µs and the ledger thread {:.1} µs (each thread's schedstat)",
                 throughput.accepted,
-                validated.len()
+                validated.len(),
+                per_tx(throughput.http_cpu),
+                per_tx(throughput.ledger_cpu)
             )],
         },
         Row {
@@ -440,11 +443,19 @@ fn report_progress(what: &str, done: impl Fn() -> Option<String>, limit: Duratio
     }
 }
 
+/// The node's thread names (host/src/node.rs, host/src/sources/ledger):
+/// the HTTP API's runtime, and the thread that writes the blocks.
+const HTTP_THREADS: &str = "http";
+const LEDGER_THREAD: &str = "ledger";
+
 struct Throughput {
     accepted: usize,
     /// CPU the node used from the first POST until the last block reached
     /// its plugin.
     node_cpu: Duration,
+    /// The part of it the HTTP API's threads used, and the ledger's thread.
+    http_cpu: Duration,
+    ledger_cpu: Duration,
     accepted_per_second: f64,
     committed_per_second: f64,
     block_size: f64,
@@ -460,7 +471,13 @@ fn throughput(
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let node_cpu = || crate::sys::process_cpu_time(node.node.pid()).context("the node's CPU time");
+    let threads_cpu = |name| {
+        crate::sys::threads_cpu_time(node.node.pid(), name)
+            .with_context(|| format!("the CPU time of the node's {name} threads"))
+    };
     let cpu_before = node_cpu()?;
+    let http_before = threads_cpu(HTTP_THREADS)?;
+    let ledger_before = threads_cpu(LEDGER_THREAD)?;
     let started_ns = now_ns();
     let started = Instant::now();
     let results: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
@@ -510,11 +527,15 @@ fn throughput(
     }
     let stamps = wait_committed(node, accepted)?;
     let node_cpu = node_cpu()?.saturating_sub(cpu_before);
+    let http_cpu = threads_cpu(HTTP_THREADS)?.saturating_sub(http_before);
+    let ledger_cpu = threads_cpu(LEDGER_THREAD)?.saturating_sub(ledger_before);
     let last_ns = stamps.last().map_or(started_ns, |s| s.at_ns);
     let seconds = (last_ns.saturating_sub(started_ns)) as f64 / 1e9;
     let result = Throughput {
         accepted,
         node_cpu,
+        http_cpu,
+        ledger_cpu,
         accepted_per_second: accepted as f64 / posting.as_secs_f64(),
         committed_per_second: accepted as f64 / seconds,
         block_size: accepted as f64 / stamps.len().max(1) as f64,

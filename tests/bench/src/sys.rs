@@ -8,7 +8,7 @@ use std::time::Duration;
 
 pub use support::process::{
     children, has_ended, peak_rss_kib, process_cpu_time, process_tree_cpu_time, rss_kib,
-    run_queue_wait,
+    run_queue_wait, threads_cpu_time,
 };
 
 /// CPU time (user and system, every thread) this process has used so far.
