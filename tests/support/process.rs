@@ -88,15 +88,7 @@ pub fn children(pid: u32) -> Vec<u32> {
 /// machine, how much of a latency is other tenants' turn on the cores.
 /// Threads that ended are not counted.
 pub fn run_queue_wait(pid: u32) -> Option<Duration> {
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0;
-    for task in tasks.flatten() {
-        total += fs::read_to_string(task.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Some(Duration::from_nanos(total))
+    schedstat_sum(pid, 1, |_| true)
 }
 
 /// CPU time the threads of process `pid` called `name` (their `comm`)
@@ -104,16 +96,22 @@ pub fn run_queue_wait(pid: u32) -> Option<Duration> {
 /// nanoseconds, where /proc/PID/stat counts 10 ms ticks. Threads that
 /// ended are not counted.
 pub fn threads_cpu_time(pid: u32, name: &str) -> Option<Duration> {
+    schedstat_sum(pid, 0, |comm| comm.trim_end_matches('\n') == name)
+}
+
+/// The sum of field `field` (nanoseconds) of the `schedstat` of each
+/// living thread of process `pid` whose `comm` passes `wanted`.
+fn schedstat_sum(pid: u32, field: usize, wanted: impl Fn(&str) -> bool) -> Option<Duration> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0;
     for task in tasks.flatten() {
         let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end_matches('\n') != name {
+        if !wanted(&comm) {
             continue;
         }
         total += fs::read_to_string(task.path().join("schedstat"))
             .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .and_then(|s| s.split_whitespace().nth(field)?.parse::<u64>().ok())
             .unwrap_or(0);
     }
     Some(Duration::from_nanos(total))
