@@ -61,7 +61,9 @@ fn feed(messages: &broadcast::Sender<Utf8Bytes>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(tcp: TcpStream, mut messages: broadcast::Receiver<Utf8Bytes>) {
+/// A client: everything broadcast, written as it comes, flushed when
+/// nothing more is queued; what it sends is read and dropped.
+pub(crate) async fn client(tcp: TcpStream, mut messages: broadcast::Receiver<Utf8Bytes>) {
     let _ = tcp.set_nodelay(true);
     let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;

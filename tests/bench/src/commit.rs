@@ -92,7 +92,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         p.throughput_for.as_secs_f64()
     );
     let node = Bench::start(build, false)?;
-    let throughput = throughput(&node, &txs[..p.pool], p.clients, p.throughput_for)?;
+    let throughput = throughput_part(&node, &txs[..p.pool], p.clients, p.throughput_for)?;
     let throughput_rss = node.peak_rss_kib();
     node.stop()?;
 
@@ -105,6 +105,21 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let latency = latency(&node, &txs[..latency_count], &p)?;
     let latency_rss = node.peak_rss_kib();
     node.stop()?;
+
+    eprintln!(
+        "[3 commit] the bare server (rows 3h, 3i): the same clients for {:.0} s, the same open loop",
+        p.throughput_for.as_secs_f64() / 2.0
+    );
+    let bare = Bare::start()?;
+    // Half as long: the pool of signed transactions lasts the bare server
+    // about 12 s (6,800 tx/s against the node's 3,300-5,500).
+    let bare_throughput = throughput_part(&bare, &txs[..p.pool], p.clients, p.throughput_for / 2)?;
+    let bare_throughput_rss = crate::sys::peak_rss_kib(Some(bare.pid()));
+    bare.stop()?;
+    let bare = Bare::start()?;
+    let bare_latency = bare_latency(&bare, &txs[..latency_count], &p)?;
+    let bare_latency_rss = crate::sys::peak_rss_kib(Some(bare.pid()));
+    bare.stop()?;
 
     let validated = &txs[..p.pool.min(2_000)];
     eprintln!(
@@ -122,6 +137,18 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let floor = crate::disk::floor(&std::env::temp_dir(), &block, p.floor_commits)?;
 
     let per_tx = |cpu: Duration| cpu.as_secs_f64() * 1e6 / throughput.accepted.max(1) as f64;
+    let bare_per_tx =
+        |cpu: Duration| cpu.as_secs_f64() * 1e6 / bare_throughput.accepted.max(1) as f64;
+    let ratio = |a: Figure, b: Figure| match (a, b) {
+        (
+            Figure::Latency { p50_ms, p99_ms },
+            Figure::Latency {
+                p50_ms: b50,
+                p99_ms: b99,
+            },
+        ) => format!("{:.2} / {:.2}", p50_ms / b50, p99_ms / b99),
+        _ => "-".into(),
+    };
     let latency_note = format!(
         "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average, 99% of the writes within {} ms",
         p.rate,
@@ -236,6 +263,47 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 std::env::temp_dir().display()
             )],
         },
+        Row {
+            id: "3h",
+            what: format!(
+                "Bare commit server's CPU per committed transaction ({} clients, mode=async) vs validating one on one core",
+                p.clients
+            ),
+            ours: Figure::micros(bare_per_tx(bare_throughput.node_cpu), "tx"),
+            baseline: Some(Figure::micros(validation.as_secs_f64() * 1e6, "tx")),
+            target: None,
+            peak_rss_kib: bare_throughput_rss,
+            rss_of: "bare server",
+            notes: vec![format!(
+                "3f's floor: `eventhost-bench bare-commit-server` (tests/bench/src/bare_commit.rs: axum, the node's `Transaction::parse`, one thread writing each block as one durable redb value, a broadcast to WebSocket clients; no state, indexes, event log, plugins or metrics) under row 3a's clients for half as long: {} transactions at {:.0} tx/s, {:.0} per block; of its CPU per transaction the HTTP workers took {:.1} µs and the ledger thread {:.1} µs; the node's CPU per transaction (3f) is {:.2}x this server's",
+                bare_throughput.accepted,
+                bare_throughput.committed_per_second,
+                bare_throughput.block_size,
+                bare_per_tx(bare_throughput.http_cpu),
+                bare_per_tx(bare_throughput.ledger_cpu),
+                per_tx(throughput.node_cpu) / bare_per_tx(bare_throughput.node_cpu)
+            )],
+        },
+        Row {
+            id: "3i",
+            what: format!(
+                "Bare commit server: mode=commit at {} tx/s: POST → message on a WebSocket client",
+                p.rate
+            ),
+            ours: bare_latency.websocket,
+            baseline: Some(floor.redb),
+            target: None,
+            peak_rss_kib: bare_latency_rss,
+            rss_of: "bare server",
+            notes: vec![format!(
+                "3d's floor, the same open loop as 3d through the bare server of 3h; baseline as 3d's; POST → 202 p50 / p99 {}; {:.1} transactions per block; per transaction its threads waited {:.0} µs for a CPU and the senders' {:.0} µs; the node's 3d is {} (p50 / p99) times this",
+                bare_latency.http.text(),
+                bare_latency.block_size,
+                bare_latency.server_waited_us,
+                bare_latency.senders_waited_us,
+                ratio(latency.websocket, bare_latency.websocket)
+            )],
+        },
     ])
 }
 
@@ -285,17 +353,135 @@ impl Bench {
         self.dir.path().join("stamps.txt")
     }
 
-    /// How long the node's threads have waited for a CPU so far.
-    fn run_queue_wait(&self) -> Duration {
-        crate::sys::run_queue_wait(self.node.pid()).unwrap_or_default()
-    }
-
     fn peak_rss_kib(&self) -> Option<u64> {
         crate::sys::peak_rss_kib(Some(self.node.pid()))
     }
 
     fn stop(self) -> anyhow::Result<()> {
         self.node.stop(PATIENCE)
+    }
+}
+
+/// What the throughput and latency parts drive: the node (rows 3a–3d) or
+/// row 3h's bare server (3h, 3i).
+trait Server {
+    /// `http://ADDR` of its HTTP API.
+    fn base(&self) -> &str;
+    fn pid(&self) -> u32;
+    /// Where it serves `valid_transactions`, if it does.
+    fn websocket(&self) -> Option<&str>;
+    /// Waits until `count` transactions are committed.
+    fn wait_committed(&self, count: usize) -> anyhow::Result<Committed>;
+
+    /// How long its threads have waited for a CPU so far.
+    fn run_queue_wait(&self) -> Duration {
+        crate::sys::run_queue_wait(self.pid()).unwrap_or_default()
+    }
+}
+
+/// Blocks committed, and when the last one was (on the wall clock).
+struct Committed {
+    blocks: usize,
+    last_ns: u128,
+}
+
+impl Server for Bench {
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn pid(&self) -> u32 {
+        self.node.pid()
+    }
+
+    fn websocket(&self) -> Option<&str> {
+        self.websocket.as_deref()
+    }
+
+    fn wait_committed(&self, count: usize) -> anyhow::Result<Committed> {
+        let stamps = wait_committed(self, count)?;
+        Ok(Committed {
+            blocks: stamps.len(),
+            last_ns: stamps.last().map_or(0, |s| s.at_ns),
+        })
+    }
+}
+
+/// Row 3h's bare server (`bare_commit`), as a process of its own.
+struct Bare {
+    server: Node,
+    /// Holds its store and its log.
+    _dir: tempfile::TempDir,
+    base: String,
+    websocket: String,
+}
+
+impl Bare {
+    fn start() -> anyhow::Result<Bare> {
+        let dir = tempfile::Builder::new()
+            .prefix("eventhost-bench-bare-")
+            .tempdir()?;
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("bare-commit-server")
+            .arg("--dir")
+            .arg(dir.path());
+        let server = Node::spawn(command, &dir.path().join("server.log"), PATIENCE)?;
+        let base = format!("http://{}", server.logged_address("HTTP API on http://")?);
+        let websocket = server.logged_address("websocket on ")?;
+        Ok(Bare {
+            server,
+            _dir: dir,
+            base,
+            websocket,
+        })
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        self.server.stop(PATIENCE)
+    }
+}
+
+impl Server for Bare {
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    fn websocket(&self) -> Option<&str> {
+        Some(&self.websocket)
+    }
+
+    fn wait_committed(&self, count: usize) -> anyhow::Result<Committed> {
+        let url = format!("{}/committed", self.base);
+        let agent = client();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = agent.get(&url).call()?.body_mut().read_to_string()?;
+            let fields: Vec<u128> = text
+                .split(' ')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("GET {url} answered `{text}`"))?;
+            let [committed, blocks, last_ns] = fields[..] else {
+                bail!("GET {url} answered `{text}`");
+            };
+            if committed as usize >= count {
+                return Ok(Committed {
+                    blocks: blocks as usize,
+                    last_ns,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the bare server committed only {committed} of {count} transactions within {PATIENCE:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -461,19 +647,19 @@ struct Throughput {
     block_size: f64,
 }
 
-fn throughput(
-    node: &Bench,
+fn throughput_part(
+    node: &impl Server,
     txs: &[Tx],
     clients: usize,
     length: Duration,
 ) -> anyhow::Result<Throughput> {
-    let url = format!("{}/api/v1/transactions?mode=async", node.base);
+    let url = format!("{}/api/v1/transactions?mode=async", node.base());
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
-    let node_cpu = || crate::sys::process_cpu_time(node.node.pid()).context("the node's CPU time");
+    let node_cpu = || crate::sys::process_cpu_time(node.pid()).context("the server's CPU time");
     let threads_cpu = |name| {
-        crate::sys::threads_cpu_time(node.node.pid(), name)
-            .with_context(|| format!("the CPU time of the node's {name} threads"))
+        crate::sys::threads_cpu_time(node.pid(), name)
+            .with_context(|| format!("the CPU time of the server's {name} threads"))
     };
     let cpu_before = node_cpu()?;
     let http_before = threads_cpu(HTTP_THREADS)?;
@@ -525,11 +711,11 @@ fn throughput(
             posting.as_secs_f64()
         );
     }
-    let stamps = wait_committed(node, accepted)?;
+    let committed = node.wait_committed(accepted)?;
     let node_cpu = node_cpu()?.saturating_sub(cpu_before);
     let http_cpu = threads_cpu(HTTP_THREADS)?.saturating_sub(http_before);
     let ledger_cpu = threads_cpu(LEDGER_THREAD)?.saturating_sub(ledger_before);
-    let last_ns = stamps.last().map_or(started_ns, |s| s.at_ns);
+    let last_ns = committed.last_ns.max(started_ns);
     let seconds = (last_ns.saturating_sub(started_ns)) as f64 / 1e9;
     let result = Throughput {
         accepted,
@@ -538,7 +724,7 @@ fn throughput(
         ledger_cpu,
         accepted_per_second: accepted as f64 / posting.as_secs_f64(),
         committed_per_second: accepted as f64 / seconds,
-        block_size: accepted as f64 / stamps.len().max(1) as f64,
+        block_size: accepted as f64 / committed.blocks.max(1) as f64,
     };
     eprintln!(
         "[3 commit] throughput: {accepted} transactions committed at {:.0} tx/s",
@@ -602,8 +788,68 @@ struct Latency {
     senders_waited_us: f64,
 }
 
-fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
-    let url = format!("{}/api/v1/transactions?mode=commit", node.base);
+/// What the senders and the WebSocket client of an open-loop run saw.
+struct OpenLoop {
+    /// Transaction `i` was due at `start_ns + i * interval` (wall clock).
+    start_ns: u128,
+    interval: Duration,
+    /// Transactions left out of the figures (the warm-up).
+    skip: usize,
+    /// Each transaction's POST → 202, in milliseconds from when it was due.
+    http_ms: Vec<f64>,
+    /// When each transaction's message reached the WebSocket client.
+    on_websocket: HashMap<String, u128>,
+    /// Time the server's threads, and the senders, spent waiting for a
+    /// CPU, per transaction, in µs.
+    server_waited_us: f64,
+    senders_waited_us: f64,
+}
+
+impl OpenLoop {
+    /// Milliseconds from when each transaction after the warm-up was due
+    /// until `at` says it arrived, sorted.
+    fn since_due(
+        &self,
+        txs: &[Tx],
+        at: impl Fn(&Tx) -> anyhow::Result<u128>,
+    ) -> anyhow::Result<Vec<f64>> {
+        let mut ms = Vec::with_capacity(txs.len().saturating_sub(self.skip));
+        for (i, tx) in txs.iter().enumerate().skip(self.skip) {
+            let due_ns = self.start_ns + self.interval.as_nanos() * i as u128;
+            ms.push(at(tx)?.saturating_sub(due_ns) as f64 / 1e6);
+        }
+        ms.sort_by(f64::total_cmp);
+        Ok(ms)
+    }
+
+    /// POST → 202, sorted.
+    fn http(&self) -> Vec<f64> {
+        let mut http = self.http_ms[self.skip..].to_vec();
+        http.sort_by(f64::total_cmp);
+        http
+    }
+
+    /// POST → message on the WebSocket client, sorted.
+    fn websocket(&self, txs: &[Tx]) -> anyhow::Result<Vec<f64>> {
+        self.since_due(txs, |tx| {
+            self.on_websocket.get(&tx.id).copied().with_context(|| {
+                format!("the WebSocket client never received transaction {}", tx.id)
+            })
+        })
+    }
+}
+
+fn figure(sorted: &[f64]) -> Figure {
+    Figure::Latency {
+        p50_ms: quantile(sorted, 0.5),
+        p99_ms: quantile(sorted, 0.99),
+    }
+}
+
+/// Posts `txs` with `mode=commit` open-loop at `p.rate` from `p.senders`
+/// threads while a WebSocket client of `valid_transactions` listens.
+fn open_loop(server: &impl Server, txs: &[Tx], p: &Params) -> anyhow::Result<OpenLoop> {
+    let url = format!("{}/api/v1/transactions?mode=commit", server.base());
     let interval = Duration::from_secs(1) / p.rate;
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
@@ -612,13 +858,12 @@ fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     let start = Instant::now() + lead;
     let start_ns = now_ns() + lead.as_nanos();
     let http_ms = Mutex::new(vec![f64::NAN; txs.len()]);
-    let websocket = node
-        .websocket
-        .as_deref()
-        .context("the node serves no WebSocket streams")?;
+    let websocket = server
+        .websocket()
+        .context("the server serves no WebSocket streams")?;
     let stream = crate::ws_connect(websocket, "/api/v1/streams/valid_transactions")?;
     let listen_until = start + p.latency_for + PATIENCE;
-    let node_waited = node.run_queue_wait();
+    let server_waited = server.run_queue_wait();
     let senders_waited_ns = AtomicU64::new(0);
     let (results, listened) = std::thread::scope(|scope| {
         let listener = scope.spawn(|| listen(stream, txs.len(), listen_until));
@@ -675,7 +920,22 @@ fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         r?;
     }
     let on_websocket = listened?;
-    let node_waited = node.run_queue_wait().saturating_sub(node_waited);
+    let server_waited = server.run_queue_wait().saturating_sub(server_waited);
+    Ok(OpenLoop {
+        start_ns,
+        interval,
+        skip: (p.warmup.as_secs_f64() * f64::from(p.rate)) as usize,
+        http_ms: http_ms.into_inner().unwrap_or_else(|e| e.into_inner()),
+        on_websocket,
+        server_waited_us: server_waited.as_secs_f64() * 1e6 / txs.len() as f64,
+        senders_waited_us: senders_waited_ns.into_inner() as f64 / 1e3 / txs.len() as f64,
+    })
+}
+
+/// Rows 3b–3d: the open loop through the node, with its plugin's stamps
+/// and its metrics.
+fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
+    let run = open_loop(node, txs, p)?;
     let stamps = wait_committed(node, txs.len())?;
     let metrics = client()
         .get(format!("{}/metrics", node.base))
@@ -686,35 +946,20 @@ fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         .iter()
         .flat_map(|s| s.ids.iter().map(move |id| (id.as_str(), s.at_ns)))
         .collect();
-    let skip = (p.warmup.as_secs_f64() * f64::from(p.rate)) as usize;
-    let http_ms = http_ms.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut http: Vec<f64> = http_ms[skip..].to_vec();
-    let mut plugin = Vec::with_capacity(txs.len() - skip);
-    let mut client = Vec::with_capacity(txs.len() - skip);
-    for (i, tx) in txs.iter().enumerate().skip(skip) {
-        let due_ns = start_ns + interval.as_nanos() * i as u128;
-        let at = received
+    let http = run.http();
+    let plugin = run.since_due(txs, |tx| {
+        received
             .get(tx.id.as_str())
-            .with_context(|| format!("the plugin never received transaction {}", tx.id))?;
-        plugin.push(at.saturating_sub(due_ns) as f64 / 1e6);
-        let at = on_websocket.get(&tx.id).with_context(|| {
-            format!("the WebSocket client never received transaction {}", tx.id)
-        })?;
-        client.push(at.saturating_sub(due_ns) as f64 / 1e6);
-    }
-    http.sort_by(f64::total_cmp);
-    plugin.sort_by(f64::total_cmp);
-    client.sort_by(f64::total_cmp);
-    let figure = |sorted: &[f64]| Figure::Latency {
-        p50_ms: quantile(sorted, 0.5),
-        p99_ms: quantile(sorted, 0.99),
-    };
+            .copied()
+            .with_context(|| format!("the plugin never received transaction {}", tx.id))
+    })?;
+    let client = run.websocket(txs)?;
     let result = Latency {
         http: figure(&http),
         plugin: figure(&plugin),
         websocket: figure(&client),
         block_size: txs.len() as f64 / stamps.len().max(1) as f64,
-        node_waited_us: node_waited.as_secs_f64() * 1e6 / txs.len() as f64,
+        node_waited_us: run.server_waited_us,
         block_commit_ms: mean_ms(&metrics, "eventhost_block_commit_seconds", ""),
         block_commit_p99_bound_ms: p99_bound_ms(&metrics, "eventhost_block_commit_seconds"),
         request_ms: mean_ms(
@@ -722,7 +967,7 @@ fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
             "eventhost_http_request_seconds",
             "method=\"POST\",route=\"/api/v1/transactions\"",
         ),
-        senders_waited_us: senders_waited_ns.into_inner() as f64 / 1e3 / txs.len() as f64,
+        senders_waited_us: run.senders_waited_us,
     };
     eprintln!(
         "[3 commit] latency: POST → 202 p50 {:.2} ms p99 {:.2} ms; → plugin p50 {:.2} ms p99 {:.2} ms; → WebSocket client p50 {:.2} ms p99 {:.2} ms",
@@ -734,4 +979,34 @@ fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
         quantile(&client, 0.99)
     );
     Ok(result)
+}
+
+/// Row 3i: the open loop through the bare server.
+struct BareLatency {
+    websocket: Figure,
+    http: Figure,
+    block_size: f64,
+    server_waited_us: f64,
+    senders_waited_us: f64,
+}
+
+fn bare_latency(server: &Bare, txs: &[Tx], p: &Params) -> anyhow::Result<BareLatency> {
+    let run = open_loop(server, txs, p)?;
+    let committed = server.wait_committed(txs.len())?;
+    let http = run.http();
+    let client = run.websocket(txs)?;
+    eprintln!(
+        "[3 commit] bare server: POST → 202 p50 {:.2} ms p99 {:.2} ms; → WebSocket client p50 {:.2} ms p99 {:.2} ms",
+        quantile(&http, 0.5),
+        quantile(&http, 0.99),
+        quantile(&client, 0.5),
+        quantile(&client, 0.99)
+    );
+    Ok(BareLatency {
+        websocket: figure(&client),
+        http: figure(&http),
+        block_size: txs.len() as f64 / committed.blocks.max(1) as f64,
+        server_waited_us: run.server_waited_us,
+        senders_waited_us: run.senders_waited_us,
+    })
 }

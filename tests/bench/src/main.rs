@@ -7,6 +7,7 @@
 //! dependencies cargo would build for this crate). `--quick` runs every row
 //! for a few seconds; CI uses it to show the benchmarks still work.
 
+mod bare_commit;
 mod bare_ws;
 mod commit;
 mod dashboard;
@@ -49,6 +50,9 @@ struct Cli {
     /// Where to write the rows as JSON (default: target/bench/results.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The bare commit server's directory (only with `bare-commit-server`).
+    #[arg(long, hide = true)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,7 +62,8 @@ enum Which {
     Exchange,
     /// 2: transaction validation vs bare Ed25519 verification.
     Validation,
-    /// 3: HTTP POST to BLOCK_VALID through the real node.
+    /// 3: HTTP POST to BLOCK_VALID through the real node, and through a
+    /// bare commit server (3h, 3i).
     Commit,
     /// 3e: GET /api/v1 while 4 clients loop on a heavy text search.
     HeavyReads,
@@ -91,6 +96,10 @@ enum Which {
     /// process of its own.
     #[value(hide = true)]
     BareWsServer,
+    /// Not a benchmark: the bare commit server rows 3h and 3i measure, run
+    /// as a process of its own (its store in `--dir`).
+    #[value(hide = true)]
+    BareCommitServer,
 }
 
 fn main() -> ExitCode {
@@ -108,8 +117,16 @@ fn main() -> ExitCode {
 type Benchmark<'a> = &'a dyn Fn() -> anyhow::Result<Vec<report::Row>>;
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if cli.which == Which::BareWsServer {
-        return bare_ws::serve();
+    match cli.which {
+        Which::BareWsServer => return bare_ws::serve(),
+        Which::BareCommitServer => {
+            let dir = cli
+                .dir
+                .as_deref()
+                .context("bare-commit-server needs --dir")?;
+            return bare_commit::serve(dir);
+        }
+        _ => {}
     }
     let build = build_dir()?;
     let machine = sys::machine();

@@ -36,14 +36,25 @@ impl Node {
     /// and waits up to `patience` until its HTTP API listens, which it does
     /// once every plugin has started.
     pub fn start(build: &Path, dir: &Path, patience: Duration) -> anyhow::Result<Node> {
-        let log = dir.join("node.log");
-        let child = eventhost(build, dir)
-            .arg("run")
+        let mut command = eventhost(build, dir);
+        command.arg("run");
+        Node::spawn(command, &dir.join("node.log"), patience)
+    }
+
+    /// Starts `command`, a server that logs as the node does (row 3h's
+    /// bare server), its log in `log`, and waits up to `patience` until it
+    /// logs that its HTTP API listens.
+    pub fn spawn(mut command: Command, log: &Path, patience: Duration) -> anyhow::Result<Node> {
+        let program = Path::new(command.get_program()).display().to_string();
+        let child = command
             .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
+            .stderr(fs::File::create(log)?)
             .spawn()
-            .context("cannot start eventhost")?;
-        let mut node = Node { child, log };
+            .with_context(|| format!("cannot start {program}"))?;
+        let mut node = Node {
+            child,
+            log: log.to_owned(),
+        };
         let deadline = Instant::now() + patience;
         loop {
             let log = node.log();
@@ -51,10 +62,10 @@ impl Node {
                 return Ok(node);
             }
             if let Some(status) = node.child.try_wait()? {
-                bail!("eventhost exited ({status}) before serving:\n{log}");
+                bail!("{program} exited ({status}) before serving:\n{log}");
             }
             if Instant::now() > deadline {
-                bail!("eventhost did not serve within {patience:?}:\n{log}");
+                bail!("{program} did not serve within {patience:?}:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -128,7 +128,7 @@ impl Figure {
         }
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match *self {
             Figure::Rate { per_second, unit } => format!("{} {unit}/s", si(per_second)),
             Figure::Latency { p50_ms, p99_ms } => {
