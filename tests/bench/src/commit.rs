@@ -839,13 +839,6 @@ impl OpenLoop {
     }
 }
 
-fn figure(sorted: &[f64]) -> Figure {
-    Figure::Latency {
-        p50_ms: quantile(sorted, 0.5),
-        p99_ms: quantile(sorted, 0.99),
-    }
-}
-
 /// Posts `txs` with `mode=commit` open-loop at `p.rate` from `p.senders`
 /// threads while a WebSocket client of `valid_transactions` listens.
 fn open_loop(server: &impl Server, txs: &[Tx], p: &Params) -> anyhow::Result<OpenLoop> {
@@ -955,9 +948,9 @@ fn latency(node: &Bench, txs: &[Tx], p: &Params) -> anyhow::Result<Latency> {
     })?;
     let client = run.websocket(txs)?;
     let result = Latency {
-        http: figure(&http),
-        plugin: figure(&plugin),
-        websocket: figure(&client),
+        http: Figure::latency(&http),
+        plugin: Figure::latency(&plugin),
+        websocket: Figure::latency(&client),
         block_size: txs.len() as f64 / stamps.len().max(1) as f64,
         node_waited_us: run.server_waited_us,
         block_commit_ms: mean_ms(&metrics, "eventhost_block_commit_seconds", ""),
@@ -1003,8 +996,8 @@ fn bare_latency(server: &Bare, txs: &[Tx], p: &Params) -> anyhow::Result<BareLat
         quantile(&client, 0.99)
     );
     Ok(BareLatency {
-        websocket: figure(&client),
-        http: figure(&http),
+        websocket: Figure::latency(&client),
+        http: Figure::latency(&http),
         block_size: txs.len() as f64 / committed.blocks.max(1) as f64,
         server_waited_us: run.server_waited_us,
         senders_waited_us: run.senders_waited_us,

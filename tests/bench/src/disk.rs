@@ -26,7 +26,6 @@ use std::time::Instant;
 
 use redb::{Database, TableDefinition};
 
-use crate::quantile;
 use crate::report::Figure;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -114,8 +113,5 @@ fn milliseconds(work: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64
 
 fn latency(mut ms: Vec<f64>) -> Figure {
     ms.sort_by(f64::total_cmp);
-    Figure::Latency {
-        p50_ms: quantile(&ms, 0.5),
-        p99_ms: quantile(&ms, 0.99),
-    }
+    Figure::latency(&ms)
 }

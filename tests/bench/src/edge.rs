@@ -439,10 +439,6 @@ fn end_to_end(build: &Path, server: &Server, quick: bool) -> anyhow::Result<Row>
             Ok(ms)
         };
     let (at_edge, at_ledger) = (latencies(&edge_arrivals)?, latencies(&ledger_arrivals)?);
-    let figure = |sorted: &[f64]| Figure::Latency {
-        p50_ms: quantile(sorted, 0.5),
-        p99_ms: quantile(sorted, 0.99),
-    };
     eprintln!(
         "[7 edge] end to end: POST → edge client p50 {:.2} ms p99 {:.2} ms; → ledger client p50 {:.2} ms p99 {:.2} ms",
         quantile(&at_edge, 0.5),
@@ -458,8 +454,8 @@ fn end_to_end(build: &Path, server: &Server, quick: bool) -> anyhow::Result<Row>
         what: format!(
             "mode=commit at {rate} tx/s: POST → message on a WebSocket client of an edge (valid_transactions) vs of the ledger node itself"
         ),
-        ours: figure(&at_edge),
-        baseline: Some(figure(&at_ledger)),
+        ours: Figure::latency(&at_edge),
+        baseline: Some(Figure::latency(&at_ledger)),
         target: None,
         peak_rss_kib: rss,
         rss_of: "edge",

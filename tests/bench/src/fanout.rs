@@ -209,10 +209,6 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         |rounds: &[Round]| sorted(rounds.iter().flat_map(|r| r.connect_ms.clone()).collect());
     let peak = |rounds: &[Round]| rounds.iter().filter_map(|r| r.peak_rss_kib).max();
     let (ours_connect, bare_connect) = (connect(&ours), connect(&bare));
-    let latency = |sorted: &[f64]| Figure::Latency {
-        p50_ms: quantile(sorted, 0.5),
-        p99_ms: quantile(sorted, 0.99),
-    };
     let clients = p.clients;
     Ok(vec![
         Row {
@@ -270,8 +266,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         Row {
             id: "4d",
             what: "Connect latency (TCP + upgrade) of a new client during full-speed fan-out".into(),
-            ours: latency(&ours_connect),
-            baseline: Some(latency(&bare_connect)),
+            ours: Figure::latency(&ours_connect),
+            baseline: Some(Figure::latency(&bare_connect)),
             target: Some(Target::P99RatioAtMost(0.5)),
             peak_rss_kib: None,
             rss_of: "",

@@ -178,10 +178,7 @@ impl Samples {
     fn figure(&self) -> Figure {
         let mut sorted = self.samples.clone();
         sorted.sort_by(f64::total_cmp);
-        Figure::Latency {
-            p50_ms: quantile(&sorted, 0.5),
-            p99_ms: quantile(&sorted, 0.99),
-        }
+        Figure::latency(&sorted)
     }
 }
 

@@ -128,6 +128,15 @@ impl Figure {
         }
     }
 
+    /// The median and 99th percentile of latencies in milliseconds,
+    /// `sorted` ascending.
+    pub fn latency(sorted: &[f64]) -> Figure {
+        Figure::Latency {
+            p50_ms: crate::quantile(sorted, 0.5),
+            p99_ms: crate::quantile(sorted, 0.99),
+        }
+    }
+
     pub fn text(&self) -> String {
         match *self {
             Figure::Rate { per_second, unit } => format!("{} {unit}/s", si(per_second)),
