@@ -114,11 +114,11 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     // Half as long: the pool of signed transactions lasts the bare server
     // about 12 s (6,800 tx/s against the node's 3,300-5,500).
     let bare_throughput = throughput_part(&bare, &txs[..p.pool], p.clients, p.throughput_for / 2)?;
-    let bare_throughput_rss = crate::sys::peak_rss_kib(Some(bare.pid()));
+    let bare_throughput_rss = bare.peak_rss_kib();
     bare.stop()?;
     let bare = Bare::start()?;
     let bare_latency = bare_latency(&bare, &txs[..latency_count], &p)?;
-    let bare_latency_rss = crate::sys::peak_rss_kib(Some(bare.pid()));
+    let bare_latency_rss = bare.peak_rss_kib();
     bare.stop()?;
 
     let validated = &txs[..p.pool.min(2_000)];
@@ -136,18 +136,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         .collect();
     let floor = crate::disk::floor(&std::env::temp_dir(), &block, p.floor_commits)?;
 
-    let per_tx = |cpu: Duration| cpu.as_secs_f64() * 1e6 / throughput.accepted.max(1) as f64;
-    let bare_per_tx =
-        |cpu: Duration| cpu.as_secs_f64() * 1e6 / bare_throughput.accepted.max(1) as f64;
-    let ratio = |a: Figure, b: Figure| match (a, b) {
-        (
-            Figure::Latency { p50_ms, p99_ms },
-            Figure::Latency {
-                p50_ms: b50,
-                p99_ms: b99,
-            },
-        ) => format!("{:.2} / {:.2}", p50_ms / b50, p99_ms / b99),
-        _ => "-".into(),
+    let node_over_bare = |f: fn(Figure, Figure) -> Option<f64>| {
+        f(latency.websocket, bare_latency.websocket).unwrap_or(f64::NAN)
     };
     let latency_note = format!(
         "open loop at {} tx/s for {:.0} s, first {:.1} s left out, latency from when each POST was due; {:.1} transactions per block on average; per transaction the node's threads waited {:.0} µs for a CPU and the client's {:.0} µs (run queue, /proc/*/schedstat); by the node's metrics a POST took {:.2} ms and a block's durable write {:.2} ms on average, 99% of the writes within {} ms",
@@ -228,7 +218,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 p.clients
             ),
             ours: Figure::Cost {
-                amount: per_tx(throughput.node_cpu),
+                amount: throughput.per_tx(throughput.node_cpu),
                 unit: "µs",
                 per: "tx",
             },
@@ -244,8 +234,8 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 "the node's CPU (every thread, /proc/PID/stat, 10 ms ticks) from the first POST of row 3a until its plugin had the last block, over the {} transactions it committed; the baseline is row 2's work (JSON text to a checked transaction) on this process's thread, median of 3 passes over {} of the same transactions; beyond validation the node parses HTTP, checks state, writes the store and the event log, and publishes; of the node's CPU per transaction the HTTP workers took {:.1} µs and the ledger thread {:.1} µs (each thread's schedstat)",
                 throughput.accepted,
                 validated.len(),
-                per_tx(throughput.http_cpu),
-                per_tx(throughput.ledger_cpu)
+                throughput.per_tx(throughput.http_cpu),
+                throughput.per_tx(throughput.ledger_cpu)
             )],
         },
         Row {
@@ -269,7 +259,7 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 "Bare commit server's CPU per committed transaction ({} clients, mode=async) vs validating one on one core",
                 p.clients
             ),
-            ours: Figure::micros(bare_per_tx(bare_throughput.node_cpu), "tx"),
+            ours: Figure::micros(bare_throughput.per_tx(bare_throughput.node_cpu), "tx"),
             baseline: Some(Figure::micros(validation.as_secs_f64() * 1e6, "tx")),
             target: None,
             peak_rss_kib: bare_throughput_rss,
@@ -279,9 +269,9 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
                 bare_throughput.accepted,
                 bare_throughput.committed_per_second,
                 bare_throughput.block_size,
-                bare_per_tx(bare_throughput.http_cpu),
-                bare_per_tx(bare_throughput.ledger_cpu),
-                per_tx(throughput.node_cpu) / bare_per_tx(bare_throughput.node_cpu)
+                bare_throughput.per_tx(bare_throughput.http_cpu),
+                bare_throughput.per_tx(bare_throughput.ledger_cpu),
+                throughput.per_tx(throughput.node_cpu) / bare_throughput.per_tx(bare_throughput.node_cpu)
             )],
         },
         Row {
@@ -296,12 +286,13 @@ pub fn run(build: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             peak_rss_kib: bare_latency_rss,
             rss_of: "bare server",
             notes: vec![format!(
-                "3d's floor, the same open loop as 3d through the bare server of 3h; baseline as 3d's; POST → 202 p50 / p99 {}; {:.1} transactions per block; per transaction its threads waited {:.0} µs for a CPU and the senders' {:.0} µs; the node's 3d is {} (p50 / p99) times this",
+                "3d's floor, the same open loop as 3d through the bare server of 3h; baseline as 3d's; POST → 202 p50 / p99 {}; {:.1} transactions per block; per transaction its threads waited {:.0} µs for a CPU and the senders' {:.0} µs; the node's 3d is {:.2} / {:.2} (p50 / p99) times this",
                 bare_latency.http.text(),
                 bare_latency.block_size,
                 bare_latency.server_waited_us,
                 bare_latency.senders_waited_us,
-                ratio(latency.websocket, bare_latency.websocket)
+                node_over_bare(Figure::p50_ratio),
+                node_over_bare(Figure::ratio)
             )],
         },
     ])
@@ -353,10 +344,6 @@ impl Bench {
         self.dir.path().join("stamps.txt")
     }
 
-    fn peak_rss_kib(&self) -> Option<u64> {
-        crate::sys::peak_rss_kib(Some(self.node.pid()))
-    }
-
     fn stop(self) -> anyhow::Result<()> {
         self.node.stop(PATIENCE)
     }
@@ -376,6 +363,10 @@ trait Server {
     /// How long its threads have waited for a CPU so far.
     fn run_queue_wait(&self) -> Duration {
         crate::sys::run_queue_wait(self.pid()).unwrap_or_default()
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        crate::sys::peak_rss_kib(Some(self.pid()))
     }
 }
 
@@ -645,6 +636,13 @@ struct Throughput {
     accepted_per_second: f64,
     committed_per_second: f64,
     block_size: f64,
+}
+
+impl Throughput {
+    /// `cpu` per committed transaction, in µs.
+    fn per_tx(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.accepted.max(1) as f64
+    }
 }
 
 fn throughput_part(

@@ -57,26 +57,12 @@ pub enum Target {
 impl Row {
     /// ours / baseline, for rates and costs; for latencies, of the p99s.
     pub fn ratio(&self) -> Option<f64> {
-        match (self.ours, self.baseline?) {
-            (Figure::Rate { per_second: a, .. }, Figure::Rate { per_second: b, .. })
-            | (Figure::Cost { amount: a, .. }, Figure::Cost { amount: b, .. })
-            | (Figure::Latency { p99_ms: a, .. }, Figure::Latency { p99_ms: b, .. })
-                if b > 0.0 =>
-            {
-                Some(a / b)
-            }
-            _ => None,
-        }
+        self.ours.ratio(self.baseline?)
     }
 
     /// ours / baseline of the p50s, for latencies.
     pub fn p50_ratio(&self) -> Option<f64> {
-        match (self.ours, self.baseline?) {
-            (Figure::Latency { p50_ms: a, .. }, Figure::Latency { p50_ms: b, .. }) if b > 0.0 => {
-                Some(a / b)
-            }
-            _ => None,
-        }
+        self.ours.p50_ratio(self.baseline?)
     }
 
     pub fn met(&self) -> Option<bool> {
@@ -134,6 +120,30 @@ impl Figure {
         Figure::Latency {
             p50_ms: crate::quantile(sorted, 0.5),
             p99_ms: crate::quantile(sorted, 0.99),
+        }
+    }
+
+    /// self / `base`, for rates and costs; for latencies, of the p99s.
+    pub fn ratio(self, base: Figure) -> Option<f64> {
+        match (self, base) {
+            (Figure::Rate { per_second: a, .. }, Figure::Rate { per_second: b, .. })
+            | (Figure::Cost { amount: a, .. }, Figure::Cost { amount: b, .. })
+            | (Figure::Latency { p99_ms: a, .. }, Figure::Latency { p99_ms: b, .. })
+                if b > 0.0 =>
+            {
+                Some(a / b)
+            }
+            _ => None,
+        }
+    }
+
+    /// self / `base` of the p50s, for latencies.
+    pub fn p50_ratio(self, base: Figure) -> Option<f64> {
+        match (self, base) {
+            (Figure::Latency { p50_ms: a, .. }, Figure::Latency { p50_ms: b, .. }) if b > 0.0 => {
+                Some(a / b)
+            }
+            _ => None,
         }
     }
 
