@@ -503,7 +503,9 @@ fn build_crates(
     fs::write(
         work.path().join("Cargo.toml"),
         format!(
-            "[workspace]\nresolver = \"2\"\nmembers = [{}]\n",
+            // The workspace's own debug profile (Cargo.toml): line tables
+            // only, none for dependencies, for the disk's sake.
+            "[workspace]\nresolver = \"2\"\nmembers = [{}]\n\n[profile.dev]\ndebug = \"line-tables-only\"\n\n[profile.dev.package.\"*\"]\ndebug = false\n",
             members.join(", ")
         ),
     )
