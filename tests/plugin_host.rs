@@ -171,6 +171,15 @@ fn the_readme_guide_plugin_builds_outside_the_workspace_and_runs() {
 }
 
 #[test]
+fn a_plugin_built_against_plugin_api_1_4_0_still_runs() {
+    check_readme_guide_plugin(
+        "hello_1_4_0",
+        &repo_root().join("tests/compat/plugin-api-1.4.0"),
+        "1.4.0",
+    );
+}
+
+#[test]
 fn a_plugin_built_against_plugin_api_1_3_1_still_runs() {
     check_readme_guide_plugin(
         "hello_1_3_1",

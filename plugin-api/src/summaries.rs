@@ -52,7 +52,71 @@ impl SummarizedEvent {
     /// used (a batch decoded at once had left the processor's caches by
     /// the time its events were rendered: row 5b).
     pub fn transactions(&self) -> Result<Vec<Result<TxSummary, String>>, String> {
-        decode(&self.encoded).map_err(|e| format!("the summaries of event {}: {e}", self.event.seq))
+        decode(&self.encoded).map_err(|e| self.malformed(e))
+    }
+
+    /// Since plugin-api 1.4.1. Calls `each` with each transaction's summary
+    /// borrowed from the encoding, or why it could not be read, as
+    /// [`visit`] does: for a reader that needs a few strings of each
+    /// transaction and not a [`TxSummary`] to keep (replaying a stream
+    /// spent a fifth of its CPU building and dropping them: row 5b).
+    pub fn visit_transactions<'a>(
+        &'a self,
+        each: impl for<'v> FnMut(Result<SummaryView<'v, 'a>, &'a str>),
+    ) -> Result<(), String> {
+        visit(&self.encoded, each).map_err(|e| self.malformed(e))
+    }
+
+    fn malformed(&self, e: String) -> String {
+        format!("the summaries of event {}: {e}", self.event.seq)
+    }
+}
+
+/// Since plugin-api 1.4.1. A transaction's summary read by [`visit`]:
+/// its strings borrowed from the encoding, in a list the decoder reuses
+/// for every transaction, so that reading it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryView<'v, 'a> {
+    /// The id, the operation, the asset ids, then the public keys.
+    strings: &'v [&'a str],
+    asset_count: usize,
+}
+
+impl<'v, 'a> SummaryView<'v, 'a> {
+    /// As [`TxSummary::id`].
+    pub fn id(&self) -> &'a str {
+        self.strings[0]
+    }
+
+    /// As [`TxSummary::operation`].
+    pub fn operation(&self) -> &'a str {
+        self.strings[1]
+    }
+
+    /// As [`TxSummary::asset_ids`]: never empty.
+    pub fn asset_ids(&self) -> &'v [&'a str] {
+        &self.strings[2..2 + self.asset_count]
+    }
+
+    /// As [`TxSummary::asset_id`]: the first of `asset_ids`.
+    pub fn asset_id(&self) -> &'a str {
+        self.strings[2]
+    }
+
+    /// As [`TxSummary::public_keys`].
+    pub fn public_keys(&self) -> &'v [&'a str] {
+        &self.strings[2 + self.asset_count..]
+    }
+
+    /// The summary, owned.
+    pub fn to_summary(&self) -> TxSummary {
+        let owned = |strings: &[&str]| strings.iter().map(|s| (*s).to_owned()).collect();
+        TxSummary {
+            id: self.id().to_owned(),
+            operation: self.operation().to_owned(),
+            asset_ids: owned(self.asset_ids()),
+            public_keys: owned(self.public_keys()),
+        }
     }
 }
 
@@ -135,29 +199,43 @@ pub fn encode<'a>(
 
 /// Reads what [`encode`] wrote; the error says where it is malformed.
 pub fn decode(encoded: &str) -> Result<Vec<Result<TxSummary, String>>, String> {
-    let mut r = Cursor { s: encoded, at: 0 };
     let mut txs = Vec::new();
+    visit(encoded, |tx| {
+        txs.push(tx.map(|tx| tx.to_summary()).map_err(str::to_owned))
+    })?;
+    Ok(txs)
+}
+
+/// Since plugin-api 1.4.1. Reads what [`encode`] wrote, calling `each` with
+/// every transaction in order: its summary, borrowed, or why it could not
+/// be read. The error says where the encoding is malformed; the
+/// transactions before that point have been passed to `each` by then.
+pub fn visit<'a>(
+    encoded: &'a str,
+    mut each: impl for<'v> FnMut(Result<SummaryView<'v, 'a>, &'a str>),
+) -> Result<(), String> {
+    let mut r = Cursor { s: encoded, at: 0 };
+    // One transaction's strings at a time, the allocation kept for the next.
+    let mut strings: Vec<&'a str> = Vec::with_capacity(8);
     while r.at < encoded.len() {
         let marker = r.s.as_bytes()[r.at];
         r.at += 1;
-        txs.push(match marker {
+        match marker {
             b'+' => {
-                let earlier = &mut Vec::with_capacity(8);
-                let id = r.string(earlier)?.to_owned();
-                let operation = r.string(earlier)?.to_owned();
-                let asset_ids = r.list(earlier)?;
-                if asset_ids.is_empty() {
-                    return Err(format!("transaction {id} has no asset id"));
+                strings.clear();
+                r.string(&mut strings)?;
+                r.string(&mut strings)?;
+                let asset_count = r.list(&mut strings)?;
+                if asset_count == 0 {
+                    return Err(format!("transaction {} has no asset id", strings[0]));
                 }
-                let public_keys = r.list(earlier)?;
-                Ok(TxSummary {
-                    id,
-                    operation,
-                    asset_ids,
-                    public_keys,
-                })
+                r.list(&mut strings)?;
+                each(Ok(SummaryView {
+                    strings: &strings,
+                    asset_count,
+                }));
             }
-            b'-' => Err(r.text()?.to_owned()),
+            b'-' => each(Err(r.text()?)),
             other => {
                 return Err(format!(
                     "unknown marker {:?} at byte {}",
@@ -165,9 +243,9 @@ pub fn decode(encoded: &str) -> Result<Vec<Result<TxSummary, String>>, String> {
                     r.at - 1
                 ));
             }
-        });
+        }
     }
-    Ok(txs)
+    Ok(())
 }
 
 struct Cursor<'a> {
@@ -207,12 +285,12 @@ impl<'a> Cursor<'a> {
         Ok(text)
     }
 
-    /// A transaction's next string, after `earlier`.
-    fn string(&mut self, earlier: &mut Vec<&'a str>) -> Result<&'a str, String> {
+    /// A transaction's next string, appended to its `strings` so far.
+    fn string(&mut self, strings: &mut Vec<&'a str>) -> Result<(), String> {
         let s = if self.s.as_bytes().get(self.at) == Some(&b'=') {
             self.at += 1;
             let at = self.number(b';')?;
-            *earlier.get(at).ok_or_else(|| {
+            *strings.get(at).ok_or_else(|| {
                 format!(
                     "string {at} of the transaction is not before byte {}",
                     self.at
@@ -221,18 +299,17 @@ impl<'a> Cursor<'a> {
         } else {
             self.text()?
         };
-        earlier.push(s);
-        Ok(s)
+        strings.push(s);
+        Ok(())
     }
 
-    fn list(&mut self, earlier: &mut Vec<&'a str>) -> Result<Vec<String>, String> {
+    /// A counted list of strings, appended to `strings`; returns the count.
+    fn list(&mut self, strings: &mut Vec<&'a str>) -> Result<usize, String> {
         let n = self.number(b';')?;
-        // Each entry takes at least 2 bytes: no allocation beyond the input.
-        let mut list = Vec::with_capacity(n.min(self.s.len() / 2));
         for _ in 0..n {
-            list.push(self.string(earlier)?.to_owned());
+            self.string(strings)?;
         }
-        Ok(list)
+        Ok(n)
     }
 }
 
@@ -263,6 +340,54 @@ mod tests {
         assert!(encoded.ends_with("+0:6:CREATE1;=0;2;1:k=3;"), "{encoded}");
         assert_eq!(decode(&encoded).unwrap(), txs);
         assert_eq!(decode("").unwrap(), []);
+    }
+
+    #[test]
+    fn visiting_borrows_what_decoding_owns() {
+        let txs = vec![
+            summary("t1", &["t1"], &["k", "k2", "k"]),
+            Err("it has no `id`".to_owned()),
+            summary("t2", &["a1", "a2"], &[]),
+        ];
+        let mut encoded = String::new();
+        encode(&txs, &mut encoded);
+        let mut seen = Vec::new();
+        visit(&encoded, |tx| match tx {
+            Ok(view) => {
+                assert_eq!(view.asset_id(), view.asset_ids()[0]);
+                seen.push(Ok((
+                    view.id(),
+                    view.operation(),
+                    view.asset_ids().to_vec(),
+                    view.public_keys().to_vec(),
+                    view.to_summary(),
+                )));
+            }
+            Err(reason) => seen.push(Err(reason)),
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 3);
+        let Ok((id, operation, assets, keys, owned)) = &seen[0] else {
+            panic!("{:?}", seen[0]);
+        };
+        assert_eq!((*id, *operation), ("t1", "CREATE"));
+        assert_eq!(
+            (assets.as_slice(), keys.as_slice()),
+            (&["t1"][..], &["k", "k2", "k"][..])
+        );
+        assert_eq!(Ok(owned.clone()), txs[0]);
+        assert_eq!(seen[1], Err("it has no `id`"));
+        let Ok((_, _, assets, keys, _)) = &seen[2] else {
+            panic!("{:?}", seen[2]);
+        };
+        assert_eq!((assets.as_slice(), keys.len()), (&["a1", "a2"][..], 0));
+
+        // A malformed tail: what came before it was visited, and the
+        // error says where.
+        let mut visited = 0;
+        let e = visit(&format!("{encoded}+2:t3"), |_| visited += 1).unwrap_err();
+        assert_eq!(visited, 3);
+        assert!(e.contains("byte"), "{e}");
     }
 
     #[test]

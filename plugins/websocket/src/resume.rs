@@ -242,19 +242,39 @@ impl Logged {
         }
     }
 
-    /// The event and its messages on `stream`.
-    fn render(self, stream: Stream) -> Result<(SharedEvent, messages::Rendered), String> {
-        Ok(match self {
-            Logged::Whole(event) => {
+    /// The event's messages on `stream` that `query` selects, in order.
+    fn messages(self, stream: Stream, query: Option<&Query>) -> Result<Vec<Text>, String> {
+        let (event, mut rendered) = match (self, query) {
+            // Every message, made without keeping any summary.
+            (Logged::Summarized(read), None) => return messages::render_replayed(&read, stream),
+            (Logged::Whole(event), _) => {
                 let rendered = messages::render(&event, |s| s == stream);
                 (event, rendered)
             }
-            Logged::Summarized(read) => {
+            (Logged::Summarized(read), Some(_)) => {
                 let rendered =
                     messages::render_summarized(&read.event, read.transactions()?, |s| s == stream);
                 (read.event, rendered)
             }
-        })
+        };
+        let streams = std::mem::take(&mut rendered.streams);
+        // The subjects are made only for a query.
+        let rows = query.map(|_| Rows::new(&event, &rendered));
+        let subjects = rows.as_ref().map(|rows| rows.subjects(stream.scope()));
+        let mut selected = Vec::new();
+        for (_, texts) in streams {
+            for (row, text) in texts.into_iter().enumerate() {
+                let wanted = match (query, subjects.as_ref().map(|s| s.get(row))) {
+                    (None, _) => true,
+                    (Some(query), Some(Some(subject))) => query.matches(*subject),
+                    (Some(_), _) => false,
+                };
+                if wanted {
+                    selected.push(text);
+                }
+            }
+        }
+        Ok(selected)
     }
 }
 
@@ -312,25 +332,11 @@ fn read_batch(
                 return Ok(read);
             }
             event_bytes += logged.bytes();
-            let (event, mut rendered) = logged.render(stream)?;
-            let streams = std::mem::take(&mut rendered.streams);
-            // The subjects are made only for a query.
-            let rows = query.map(|_| Rows::new(&event, &rendered));
-            let subjects = rows.as_ref().map(|rows| rows.subjects(stream.scope()));
-            for (_, texts) in streams {
-                for (row, text) in texts.into_iter().enumerate() {
-                    let selected = match (query, subjects.as_ref().map(|s| s.get(row))) {
-                        (None, _) => true,
-                        (Some(query), Some(Some(subject))) => query.matches(*subject),
-                        (Some(_), _) => false,
-                    };
-                    if selected {
-                        read.bytes += text.len();
-                        read.texts.push((event.seq, text));
-                    }
-                }
+            for text in logged.messages(stream, query)? {
+                read.bytes += text.len();
+                read.texts.push((seq, text));
             }
-            read.next = event.seq + 1;
+            read.next = seq + 1;
             scanned += 1;
         }
         // As many events as the batch has room for, by their size so far.
