@@ -43,6 +43,8 @@ pub struct Rendered {
 /// from the log's stored summaries ([`SummaryView`]).
 pub trait Summary {
     fn id(&self) -> &str;
+    /// The main asset, by plugin-api's rule (`TxSummary::asset_id`).
+    fn asset_id(&self) -> &str;
     /// Never empty.
     fn asset_ids(&self) -> impl Iterator<Item = &str>;
 }
@@ -50,6 +52,9 @@ pub trait Summary {
 impl Summary for TxSummary {
     fn id(&self) -> &str {
         &self.id
+    }
+    fn asset_id(&self) -> &str {
+        TxSummary::asset_id(self)
     }
     fn asset_ids(&self) -> impl Iterator<Item = &str> {
         self.asset_ids.iter().map(String::as_str)
@@ -59,6 +64,9 @@ impl Summary for TxSummary {
 impl Summary for SummaryView<'_, '_> {
     fn id(&self) -> &str {
         SummaryView::id(self)
+    }
+    fn asset_id(&self) -> &str {
+        SummaryView::asset_id(self)
     }
     fn asset_ids(&self) -> impl Iterator<Item = &str> {
         SummaryView::asset_ids(self).iter().copied()
@@ -83,7 +91,7 @@ fn valid_transaction(height: u64, tx: &impl Summary) -> Text {
     m.key("{\"height\":");
     m.number(height);
     m.key(",\"asset_id\":");
-    m.string(tx.asset_ids().next().unwrap_or_default());
+    m.string(tx.asset_id());
     m.key(",\"asset_ids\":[");
     for (i, asset) in tx.asset_ids().enumerate() {
         if i > 0 {
@@ -105,7 +113,7 @@ fn valid_tx(block_hash: &str, tx: &impl Summary) -> Text {
     m.key("{\"tx_id\":");
     m.string(id);
     m.key(",\"asset_id\":");
-    m.string(tx.asset_ids().next().unwrap_or_default());
+    m.string(tx.asset_id());
     m.key(",\"block_id\":");
     m.string(block_hash);
     m.key("}");
